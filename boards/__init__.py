@@ -1,0 +1,1 @@
+"""rfsnn board targets (amaranth-boards platforms). Land with issue 5."""

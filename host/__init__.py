@@ -1,0 +1,1 @@
+"""rfsnn host software: problems, float references, training loops and the CLI."""

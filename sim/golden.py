@@ -1,0 +1,292 @@
+"""The golden model: what the chip computes, to the bit (docs/fixed-point.md in code).
+
+Integers throughout. For speed the hot path holds them in float64 arrays, which is exact because every
+value and every partial sum stays below 2**53 (DeviceConfig.validate checks the widths), and lets the
+weight sums run as BLAS matrix products. The per-step logic is vectorised over the batch and over all
+perturbed copies of the network (2K for central differences), so there is no per-sample Python loop.
+
+Parameters are a list, one entry per weight layer, of augmented integer matrices [W | b] of shape
+(n_out, n_in + 1): row i holds neuron i's incoming weights then its bias. That row-major order is
+also the canonical weight order of the contract (noise factors, stochastic-rounding bits, weight RAM).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import lfsr
+from .config import ConfigError, DeviceConfig, StepParams
+
+
+# ---- fixed-point primitives (each one is a sentence of docs/fixed-point.md) ----------------------
+def sat(a, lo: int, hi: int):
+    """Saturate to [lo, hi]: the device never wraps."""
+    return np.clip(a, lo, hi)
+
+
+def rshift_round(a, n: int):
+    """Arithmetic shift right by n with round-half-up: floor((a + 2**(n-1)) / 2**n)."""
+    if n == 0:
+        return a
+    return np.floor((a + float(1 << (n - 1))) * (1.0 / (1 << n)))
+
+
+def rshift_round_int(a: int, n: int) -> int:
+    return (a + (1 << (n - 1))) >> n if n else a
+
+
+@dataclass
+class Counters:
+    """What the hardware cares about, accumulated over calls."""
+
+    forward_passes: int = 0  # one network evaluation over one batch
+    samples: int = 0  # forward passes x batch size
+    spikes: list[int] = field(default_factory=list)  # per hidden layer
+    synaptic_ops: int = 0  # event-driven weight additions (one per spike per fan-out), incl. the readout
+    input_macs: int = 0  # input-layer multiply-accumulates (once per sample, not per time step)
+    update_passes: int = 0
+    weight_updates: int = 0
+
+    def add(self, other: "Counters") -> None:
+        self.forward_passes += other.forward_passes
+        self.samples += other.samples
+        if not self.spikes:
+            self.spikes = [0] * len(other.spikes)
+        self.spikes = [a + b for a, b in zip(self.spikes, other.spikes)]
+        self.synaptic_ops += other.synaptic_ops
+        self.input_macs += other.input_macs
+        self.update_passes += other.update_passes
+        self.weight_updates += other.weight_updates
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class StepResult:
+    losses: list[int]  # per evaluated network, in evaluation order (central: +,- per direction; forward: base, then +)
+    loss_diffs: list[int]  # per direction
+    steps: list[int]  # per direction, in 2**-step_frac weight LSBs, after the clip
+    counters: Counters
+
+    @property
+    def base_loss(self) -> int:
+        """The unperturbed loss (forward difference) or the mean of the +/- pair of direction 0 (central)."""
+        return self.losses[0] if len(self.losses) % 2 else (self.losses[0] + self.losses[1]) // 2
+
+
+class GoldenModel:
+    def __init__(self, cfg: DeviceConfig):
+        self.cfg = cfg
+        self.counters = Counters(spikes=[0] * (len(cfg.layers) - 2))
+
+    # ---- parameter handling ------------------------------------------------------------------------
+    def check_params(self, params: list[np.ndarray]) -> list[np.ndarray]:
+        cfg = self.cfg
+        if len(params) != cfg.n_layers:
+            raise ConfigError(f"expected {cfg.n_layers} weight layers, got {len(params)}")
+        out = []
+        lo, hi = cfg.w_range
+        for l, (p, (o, i)) in enumerate(zip(params, cfg.layer_shapes)):
+            p = np.asarray(p)
+            if p.shape != (o, i + 1):
+                raise ConfigError(f"layer {l}: expected [W | b] of shape {(o, i + 1)}, got {p.shape}")
+            if p.min() < lo or p.max() > hi:
+                raise ConfigError(f"layer {l}: weights outside the {cfg.w_bits}-bit range [{lo}, {hi}]")
+            out.append(p.astype(np.int64))
+        return out
+
+    def check_batch(self, x: np.ndarray, t: np.ndarray | None = None) -> None:
+        cfg = self.cfg
+        if x.ndim != 2 or x.shape[1] != cfg.layers[0]:
+            raise ConfigError(f"inputs must have shape (batch, {cfg.layers[0]}), got {x.shape}")
+        if not 1 <= x.shape[0] <= cfg.max_batch:
+            raise ConfigError(f"batch of {x.shape[0]} samples; the device holds 1..{cfg.max_batch}")
+        lo, hi = cfg.x_range
+        if x.min() < lo or x.max() > hi:
+            raise ConfigError(f"inputs outside the {cfg.x_bits}-bit range [{lo}, {hi}]")
+        if t is not None:
+            if t.shape != (x.shape[0], cfg.layers[-1]):
+                raise ConfigError(f"targets must have shape {(x.shape[0], cfg.layers[-1])}, got {t.shape}")
+            lo, hi = cfg.y_range
+            if t.min() < lo or t.max() > hi:
+                raise ConfigError(f"targets outside the {cfg.y_bits}-bit range [{lo}, {hi}]")
+
+    # ---- forward pass over V network variants at once ---------------------------------------------------
+    def _forward_counted(self, aug, x):
+        """Forward pass of V network variants at once.
+
+        aug[l]: (V, n_out, n_in+1) float64 integers; x: (B, n0). Returns y (V, B, n_out) and counters.
+        """
+        cfg = self.cfg
+        V, B = aug[0].shape[0], x.shape[0]
+        ulo, uhi = cfg.u_range
+        theta = float(cfg.threshold_q)
+        leak = 1.0 / (1 << cfg.leak_shift)
+        W0 = aug[0][:, :, :-1]
+        i_in = sat(rshift_round(np.matmul(x.astype(np.float64), W0.transpose(0, 2, 1)), cfg.x_frac)
+                   + aug[0][:, None, :, -1], ulo, uhi)
+        hidden = aug[:-1]
+        U = [np.zeros((V, B, a.shape[1])) for a in hidden]
+        totals = [np.zeros((V, B, a.shape[1])) for a in hidden]
+        for _ in range(cfg.t_steps):
+            s_prev = None
+            for l, a in enumerate(hidden):
+                if l == 0:
+                    cur = i_in
+                else:
+                    cur = sat(np.matmul(s_prev, a[:, :, :-1].transpose(0, 2, 1)) + a[:, None, :, -1], ulo, uhi)
+                u = sat(U[l] - np.floor(U[l] * leak) + cur, ulo, uhi)
+                s = (u >= theta).astype(np.float64)
+                U[l] = u - theta * s
+                totals[l] += s
+                s_prev = s
+        count = totals[-1]
+        y_acc = np.matmul(count, aug[-1][:, :, :-1].transpose(0, 2, 1))
+        ylo, yhi = cfg.y_range
+        y = sat(rshift_round(y_acc, cfg.t_shift) + aug[-1][:, None, :, -1], ylo, yhi)
+        c = Counters(forward_passes=V, samples=V * B, spikes=[int(t.sum()) for t in totals])
+        c.synaptic_ops = sum(int(totals[l].sum()) * cfg.layers[l + 2] for l in range(len(hidden)))
+        c.input_macs = V * B * cfg.layers[0] * cfg.layers[1]
+        return y, c
+
+    def _losses(self, y: np.ndarray, t: np.ndarray) -> np.ndarray:
+        err = y - t.astype(np.float64)[None]
+        return np.minimum((err * err).sum(axis=(1, 2)), float(self.cfg.loss_max)).astype(np.int64)
+
+    # ---- public API --------------------------------------------------------------------------------
+    def infer(self, params, x: np.ndarray) -> np.ndarray:
+        """Outputs (B, n_out) as integers in Q(y_bits, w_frac)."""
+        params = self.check_params(params)
+        x = np.asarray(x, np.int64)
+        out = []
+        for start in range(0, x.shape[0], self.cfg.max_batch):  # the device runs one loaded batch at a time
+            xb = x[start:start + self.cfg.max_batch]
+            self.check_batch(xb)
+            y, c = self._forward_counted([p[None].astype(np.float64) for p in params], xb)
+            self.counters.add(c)
+            out.append(y[0].astype(np.int64))
+        return np.concatenate(out)
+
+    def loss(self, params, x: np.ndarray, t: np.ndarray) -> int:
+        """Summed squared error over the batch, in 2*w_frac fractional bits, saturating at loss_max."""
+        params = self.check_params(params)
+        x, t = np.asarray(x, np.int64), np.asarray(t, np.int64)
+        self.check_batch(x, t)
+        y, c = self._forward_counted([p[None].astype(np.float64) for p in params], x)
+        self.counters.add(c)
+        return int(self._losses(y, t)[0])
+
+    def directions(self, sp: StepParams) -> tuple[list[dict[int, tuple[np.ndarray, np.ndarray]]], int]:
+        """Rank-one noise factors of every direction of a step, and how many stream bits they used.
+
+        Direction k, for each layer it perturbs in ascending order, draws a (n_out values) then b
+        (n_in + 1 values) from the step's LFSR stream; v = a b^T over [W | b].
+        """
+        cfg = self.cfg
+        per_value = 1 if sp.noise == "rademacher" else 4
+        plan = []
+        n_bits = 0
+        for k in range(sp.directions):
+            layers = range(cfg.n_layers) if sp.scope == "global" else [(sp.layer_start + k) % cfg.n_layers]
+            plan.append([(l, n_bits + 0) for l in layers])
+            for l in layers:
+                o, i = cfg.layer_shapes[l]
+                n_bits += (o + i + 1) * per_value
+        bits = lfsr.stream_bits(sp.seed, n_bits, cfg.lfsr_width, cfg.lfsr_taps).astype(np.int64)
+        if per_value == 1:
+            values = 1 - 2 * bits  # bit 0 -> +1, bit 1 -> -1
+        else:
+            values = bits.reshape(-1, 4).sum(axis=1) - 2  # centred binomial(4, 1/2): {-2..2}, variance 1
+        out, pos = [], 0
+        for entry in plan:
+            d = {}
+            for l, _ in entry:
+                o, i = cfg.layer_shapes[l]
+                a = values[pos:pos + o]
+                b = values[pos + o:pos + o + i + 1]
+                pos += o + i + 1
+                d[l] = (a, b)
+            out.append(d)
+        return out, n_bits
+
+    def train_step(self, params, x: np.ndarray, t: np.ndarray, sp: StepParams):
+        """One training step on the loaded batch: K directions, the losses, the steps, the update.
+
+        Returns (new_params, StepResult). Deterministic from (config, params, batch, step params).
+        """
+        cfg = self.cfg
+        sp.validate(cfg)
+        params = self.check_params(params)
+        x, t = np.asarray(x, np.int64), np.asarray(t, np.int64)
+        self.check_batch(x, t)
+        dirs, n_noise_bits = self.directions(sp)
+        wlo, whi = cfg.w_range
+        base = [p.astype(np.float64) for p in params]
+
+        # Every network variant this step evaluates, in the device's order.
+        signs: list[tuple[int, int]] = []  # (direction, +1/-1) or (-1, 0) for the unperturbed network
+        if sp.difference == "forward":
+            signs.append((-1, 0))
+        for k in range(sp.directions):
+            signs.append((k, +1))
+            if sp.difference == "central":
+                signs.append((k, -1))
+        aug = []
+        for l in range(cfg.n_layers):
+            stack = np.empty((len(signs),) + base[l].shape)
+            for v, (k, sgn) in enumerate(signs):
+                if k >= 0 and l in dirs[k]:
+                    a, b = dirs[k][l]
+                    stack[v] = sat(base[l] + (sgn * sp.sigma) * np.outer(a, b), wlo, whi)
+                else:
+                    stack[v] = base[l]
+            aug.append(stack)
+        y, counters = self._forward_counted(aug, x)
+        losses = [int(v) for v in self._losses(y, t)]
+
+        # The scalar step of each direction: the loss difference times the host's gain, clipped.
+        diffs, steps = [], []
+        for k in range(sp.directions):
+            if sp.difference == "central":
+                d = losses[2 * k] - losses[2 * k + 1]
+            else:
+                d = losses[1 + k] - losses[0]
+            s = rshift_round_int(d * sp.gain_mant, sp.gain_shift)
+            diffs.append(d)
+            steps.append(max(-sp.clip, min(sp.clip, s)))
+
+        # The update pass: replay the directions, w <- sat(w - round(sum_k step_k v_k)).
+        F = cfg.step_frac
+        n_sr = cfg.n_params * F if sp.stochastic_rounding else 0
+        if n_sr:
+            bits = lfsr.stream_bits(sp.seed, n_noise_bits + n_sr, cfg.lfsr_width, cfg.lfsr_taps)[n_noise_bits:]
+            rnd_all = (bits.reshape(-1, F).astype(np.int64) << np.arange(F, dtype=np.int64)).sum(axis=1)  # LSB first
+        new, pos = [], 0
+        for l, p in enumerate(params):
+            delta = np.zeros(p.shape, np.int64)
+            for k in range(sp.directions):
+                if l in dirs[k] and steps[k]:
+                    a, b = dirs[k][l]
+                    delta += steps[k] * np.outer(a, b)
+            if n_sr:
+                rnd = rnd_all[pos:pos + p.size].reshape(p.shape)
+            else:
+                rnd = 1 << (F - 1)
+            pos += p.size
+            new.append(np.clip(p - ((delta + rnd) >> F), wlo, whi))
+        counters.update_passes = 1
+        counters.weight_updates = cfg.n_params
+        self.counters.add(counters)
+        return new, StepResult(losses=losses, loss_diffs=diffs, steps=steps, counters=counters)
+
+
+def split_params(params: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[W | b] matrices -> (W, b) pairs."""
+    return [(p[:, :-1], p[:, -1]) for p in params]
+
+
+def join_params(pairs) -> list[np.ndarray]:
+    """(W, b) pairs -> [W | b] matrices."""
+    return [np.concatenate([np.asarray(W), np.asarray(b)[:, None]], axis=1) for W, b in pairs]
