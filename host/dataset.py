@@ -1,0 +1,283 @@
+"""Training data for a task, its scaling into the device's range, and fixed-point quantisation.
+
+The device sees inputs and targets as signed fixed-point integers.  Every
+value crosses that boundary through :func:`quantize`, which refuses (rather
+than saturates or wraps) anything it cannot represent: a clipped target
+silently changes the task, and a NaN becomes an arbitrary integer.  Refusals
+name the first offending sample so the culprit can be found in the data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .problems import check_points, format_number
+
+if TYPE_CHECKING:
+    from .problems import Problem
+
+__all__ = ["Dataset", "Scaler", "dequantize", "quantize", "representable_range", "validate_points"]
+
+#: Largest word size for which every integer of the range is exact in float64.
+MAX_TOTAL_BITS = 53
+
+
+def validate_points(x: np.ndarray, problem: Problem, what: str = "input") -> np.ndarray:
+    """Refuse NaN/inf and points outside the problem's box (tolerance 1e-12).
+
+    Returns float64 points clipped onto the box; the message names the first
+    bad sample, its column (and coordinate name), value and allowed interval.
+    """
+    return check_points(x, problem.lower, problem.upper, problem.coord_names, what=what)
+
+
+# --------------------------------------------------------------------------- #
+# Fixed point
+# --------------------------------------------------------------------------- #
+
+
+def _check_format(frac_bits: int, total_bits: int | None = None) -> None:
+    if not isinstance(frac_bits, (int, np.integer)) or frac_bits < 0:
+        raise ValueError(f"frac_bits must be an integer >= 0, got {frac_bits!r}")
+    if total_bits is not None and (
+        not isinstance(total_bits, (int, np.integer)) or not 2 <= total_bits <= MAX_TOTAL_BITS
+    ):
+        raise ValueError(
+            f"total_bits must be an integer in [2, {MAX_TOTAL_BITS}], got {total_bits!r}"
+        )
+
+
+def representable_range(frac_bits: int, total_bits: int) -> tuple[float, float]:
+    """Smallest and largest real value of a signed (total_bits, frac_bits) word."""
+    _check_format(frac_bits, total_bits)
+    scale = 2.0**frac_bits
+    return -(2.0 ** (total_bits - 1)) / scale, (2.0 ** (total_bits - 1) - 1.0) / scale
+
+
+def _where(what: str, flat: int, shape: tuple[int, ...]) -> str:
+    if len(shape) == 0:
+        return what
+    idx = np.unravel_index(flat, shape)
+    if len(shape) == 1:
+        return f"{what} sample {idx[0]}"
+    if len(shape) == 2:
+        return f"{what} sample {idx[0]}, column {idx[1]}"
+    return f"{what} at index {tuple(int(i) for i in idx)}"
+
+
+def quantize(values, frac_bits: int, total_bits: int, what: str = "value") -> np.ndarray:
+    """Real values to signed fixed-point integers, round(values * 2**frac_bits), as int64.
+
+    Rounding is numpy's round-to-nearest with ties to even (np.round); the
+    scaling by a power of two is exact, so ties are genuine ties.  Refuses
+    with ValueError any NaN or infinity and any value whose rounded integer
+    lies outside [-2**(total_bits-1), 2**(total_bits-1) - 1], naming the first
+    offending element in C order (sample = row, then column for 2-D arrays).
+    """
+    _check_format(frac_bits, total_bits)
+    v = np.asarray(values, dtype=np.float64)
+    scaled = np.round(v * 2.0**frac_bits)
+    lo_int = -(2.0 ** (total_bits - 1))
+    hi_int = 2.0 ** (total_bits - 1) - 1.0
+    finite = np.isfinite(v)
+    bad = ~finite | (scaled < lo_int) | (scaled > hi_int)
+    if bad.any():
+        flat = int(np.argmax(bad.ravel()))
+        value = v.ravel()[flat]
+        where = _where(what, flat, v.shape)
+        if not finite.ravel()[flat]:
+            raise ValueError(f"{where}: value {format_number(value)} is not a finite number")
+        lo, hi = representable_range(frac_bits, total_bits)
+        raise ValueError(
+            f"{where}: value {format_number(value)} is outside the representable range "
+            f"[{format_number(lo)}, {format_number(hi)}] "
+            f"({total_bits}-bit, {frac_bits} fractional bits)"
+        )
+    return scaled.astype(np.int64)
+
+
+def dequantize(ints, frac_bits: int) -> np.ndarray:
+    """Fixed-point integers back to float64 (exact for words up to 53 bits)."""
+    _check_format(frac_bits)
+    a = np.asarray(ints)
+    if not np.issubdtype(a.dtype, np.integer):
+        f = a.astype(np.float64)
+        if not np.all(np.isfinite(f) & (f == np.round(f))):
+            raise ValueError("dequantize expects integers (fixed-point words)")
+        a = f
+    return a.astype(np.float64) / 2.0**frac_bits
+
+
+# --------------------------------------------------------------------------- #
+# Scaling
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True, eq=False)
+class Scaler:
+    """Affine map from the task box to [-1, 1]^dim and from targets to device units.
+
+    Kept separate from the problem so a run folder can store exactly the map
+    the device was trained with (``to_dict``) and convert its outputs back.
+    """
+
+    lower: np.ndarray
+    upper: np.ndarray
+    target_scale: float
+
+    #: Default headroom: targets occupy at most 1/1.25 of the device's unit range.
+    HEADROOM = 1.25
+
+    def __post_init__(self) -> None:
+        lower = np.array(self.lower, dtype=np.float64).reshape(-1)
+        upper = np.array(self.upper, dtype=np.float64).reshape(-1)
+        lower.setflags(write=False)
+        upper.setflags(write=False)
+        if lower.shape != upper.shape or not np.all(np.isfinite(lower) & np.isfinite(upper)):
+            raise ValueError(
+                f"scaler box must be two finite vectors of equal length, got {lower}, {upper}"
+            )
+        if not np.all(upper > lower):
+            raise ValueError(f"scaler box is empty: lower {lower}, upper {upper}")
+        scale = float(self.target_scale)
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(
+                f"target_scale must be a positive finite number, got {self.target_scale!r}"
+            )
+        object.__setattr__(self, "lower", lower)
+        object.__setattr__(self, "upper", upper)
+        object.__setattr__(self, "target_scale", scale)
+
+    @classmethod
+    def for_problem(cls, problem: Problem, target_scale: float | None = None) -> Scaler:
+        """Scaler for a task; default target_scale is 1.25 * max|u| on the task's test grid."""
+        if target_scale is None:
+            peak = float(np.max(np.abs(problem.reference(problem.test_grid()))))
+            if not (math.isfinite(peak) and peak > 0):
+                raise ValueError(
+                    f"cannot derive a target scale for {problem.name!r}: max|u| = {peak}"
+                )
+            target_scale = cls.HEADROOM * peak
+        return cls(problem.lower, problem.upper, target_scale)
+
+    @property
+    def dim(self) -> int:
+        return self.lower.shape[0]
+
+    def _coords(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim == 0 or x.shape[-1] != self.dim:
+            raise ValueError(
+                f"points must have last axis of length {self.dim}, got shape {x.shape}"
+            )
+        return x
+
+    def inputs(self, x: np.ndarray) -> np.ndarray:
+        """Task coordinates -> device inputs; the box corners map to exactly -1 and 1."""
+        x = self._coords(x)
+        return 2.0 * ((x - self.lower) / (self.upper - self.lower)) - 1.0
+
+    def inputs_to_task(self, x_dev: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`inputs` (to within rounding)."""
+        x_dev = self._coords(x_dev)
+        return self.lower + (x_dev + 1.0) * (0.5 * (self.upper - self.lower))
+
+    def targets(self, u: np.ndarray) -> np.ndarray:
+        return np.asarray(u, dtype=np.float64) / self.target_scale
+
+    def outputs_to_task(self, y_dev: np.ndarray) -> np.ndarray:
+        """Device outputs -> task units (inverse of :meth:`targets`)."""
+        return np.asarray(y_dev, dtype=np.float64) * self.target_scale
+
+    def to_dict(self) -> dict:
+        return {
+            "lower": [float(v) for v in self.lower],
+            "upper": [float(v) for v in self.upper],
+            "target_scale": self.target_scale,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Scaler:
+        missing = {"lower", "upper", "target_scale"} - set(d)
+        if missing:
+            raise ValueError(f"scaler record lacks {', '.join(sorted(missing))}")
+        return cls(np.asarray(d["lower"]), np.asarray(d["upper"]), float(d["target_scale"]))
+
+
+# --------------------------------------------------------------------------- #
+# Dataset
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Training and test points of a task in task units, plus the scaler for the device.
+
+    Points and targets stay in task units; scale with ``scaler`` and then
+    :func:`quantize` at the device boundary.
+    """
+
+    problem: Problem
+    scaler: Scaler
+    x_train: np.ndarray  # (N, dim) task coordinates
+    u_train: np.ndarray  # (N,)
+    x_test: np.ndarray  # problem.test_grid()
+    u_test: np.ndarray
+    seed: int | None = None
+
+    @classmethod
+    def make(
+        cls, problem: Problem, n_train: int, seed: int, target_scale: float | None = None
+    ) -> Dataset:
+        """Training points drawn uniformly from the box; reproducible from the seed."""
+        if int(n_train) < 1:
+            raise ValueError(f"n_train must be >= 1, got {n_train}")
+        rng = np.random.default_rng(seed)
+        x_train = problem.sample_train(int(n_train), rng)
+        x_test = problem.test_grid()
+        arrays = {
+            "x_train": x_train,
+            "u_train": problem.reference(x_train),
+            "x_test": x_test,
+            "u_test": problem.reference(x_test),
+        }
+        for name, a in arrays.items():
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{problem.name}: {name} contains non-finite values")
+            a.setflags(write=False)
+        return cls(
+            problem=problem,
+            scaler=Scaler.for_problem(problem, target_scale),
+            seed=seed,
+            **arrays,
+        )
+
+    @property
+    def n_train(self) -> int:
+        return self.x_train.shape[0]
+
+    def batches(
+        self, batch: int, rng: np.random.Generator, drop_last: bool = False
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Endless (x, u) minibatches in task units: a fresh permutation every epoch.
+
+        Every training sample appears exactly once per epoch; the last batch of
+        an epoch is short unless ``drop_last`` (for fixed-size device batches),
+        which skips the remainder of that epoch's permutation instead.
+        """
+        n = self.n_train
+        if batch < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch}")
+        if drop_last and batch > n:
+            raise ValueError(f"batch size {batch} exceeds the {n} training samples with drop_last")
+        stop = n - n % batch if drop_last else n
+        while True:
+            perm = rng.permutation(n)
+            for start in range(0, stop, batch):
+                idx = perm[start : start + batch]
+                yield self.x_train[idx], self.u_train[idx]
