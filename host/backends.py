@@ -1,0 +1,136 @@
+"""Training backends behind one small interface, so the training loop cannot tell them apart.
+
+- golden: the device itself, in software (rfsnn.sim.golden): fixed point, weight perturbation on chip;
+- float-wp / float-rfg / float-bp: floating-point references of the same network (host.floatnet):
+  weight perturbation, randomized forward-mode gradient, back-propagation through time.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rfsnn.sim.config import DeviceConfig, StepParams, gain_for
+from rfsnn.sim.golden import GoldenModel, join_params, split_params
+
+from . import estimators, floatnet, optim
+from .dataset import Scaler, dequantize, quantize
+
+BACKENDS = ("golden", "float-bp", "float-rfg", "float-wp")
+
+
+class Backend:
+    """One training run's model. `step` consumes a batch in task coordinates and returns the batch loss
+    (mean squared error in device units, before the update)."""
+
+    name: str
+    forward_passes: int = 0
+
+    def step(self, x_dev: np.ndarray, y_dev: np.ndarray, lr: float, step_index: int) -> float: ...
+
+    def predict_dev(self, x_dev: np.ndarray) -> np.ndarray: ...
+
+    def float_params(self) -> list[tuple[np.ndarray, np.ndarray]]: ...
+
+    def weights_npz(self) -> dict[str, np.ndarray]:
+        out = {}
+        for l, (W, b) in enumerate(self.float_params(), start=1):
+            out[f"W{l}"], out[f"b{l}"] = W, b
+        return out
+
+    def counters(self) -> dict:
+        return {"forward_passes": self.forward_passes}
+
+
+class GoldenBackend(Backend):
+    name = "golden"
+
+    def __init__(self, cfg: DeviceConfig, init: list[tuple[np.ndarray, np.ndarray]], settings, seed: int):
+        self.cfg, self.s = cfg, settings
+        self.model = GoldenModel(cfg)
+        self.params = [quantize(np.clip(p, *[v / (1 << cfg.w_frac) for v in cfg.w_range]), cfg.w_frac, cfg.w_bits,
+                                "initial weight") for p in join_params(init)]
+        self.sigma_lsb = max(1, int(round(settings.sigma * (1 << cfg.w_frac))))
+        self.clip = min(cfg.step_range[1], int(round(settings.clip * (1 << (cfg.w_frac + cfg.step_frac)))))
+        self.seeds = np.random.default_rng([seed, 0x5EED])
+        self.forward_passes = 0
+
+    def step(self, x_dev, y_dev, lr, step_index):
+        cfg, s = self.cfg, self.s
+        x = quantize(x_dev, cfg.x_frac, cfg.x_bits, "input")
+        y = quantize(y_dev.reshape(len(y_dev), -1), cfg.w_frac, cfg.y_bits, "target")
+        mant, shift = gain_for(lr, self.sigma_lsb, len(x), s.directions, s.difference == "central", cfg)
+        sp = StepParams(seed=int(self.seeds.integers(1 << 32)), directions=s.directions, sigma=self.sigma_lsb,
+                        gain_mant=mant, gain_shift=shift, clip=self.clip, noise=s.noise, difference=s.difference,
+                        scope=s.scope, layer_start=(step_index * s.directions) % cfg.n_layers,
+                        stochastic_rounding=s.stochastic_rounding)
+        self.params, res = self.model.train_step(self.params, x, y, sp)
+        self.forward_passes += res.counters.forward_passes  # training passes only, not evaluations
+        return res.base_loss / float(1 << (2 * cfg.w_frac)) / len(x)
+
+    def predict_dev(self, x_dev):
+        cfg = self.cfg
+        x = quantize(x_dev, cfg.x_frac, cfg.x_bits, "input")
+        return dequantize(self.model.infer(self.params, x), cfg.w_frac)
+
+    def float_params(self):
+        f = 1.0 / (1 << self.cfg.w_frac)
+        return [(W * f, b * f) for W, b in split_params(self.params)]
+
+    def weights_npz(self):
+        out = super().weights_npz()
+        for l, p in enumerate(self.params, start=1):
+            out[f"W{l}_int"], out[f"b{l}_int"] = p[:, :-1], p[:, -1]
+        return out
+
+    def load_weights(self, npz):
+        self.params = [np.concatenate([npz[f"W{l}_int"], npz[f"b{l}_int"][:, None]], axis=1).astype(np.int64)
+                       for l in range(1, self.cfg.n_layers + 1)]
+
+    def counters(self):
+        return self.model.counters.to_dict()
+
+
+class FloatBackend(Backend):
+    """Float references. Weight perturbation uses the device's update rule (SGD on the same schedule);
+    BPTT and RFG use Adam, as in the paper."""
+
+    def __init__(self, name: str, spec: "floatnet.FloatNetSpec", init, settings, seed: int):
+        self.name, self.spec, self.s = name, spec, settings
+        self.params = [(W.copy(), b.copy()) for W, b in init]
+        self.rng = np.random.default_rng([seed, 0xF10A7])
+        self.opt = optim.SGD() if name == "float-wp" else optim.Adam()
+        self.forward_passes = 0
+
+    def step(self, x_dev, y_dev, lr, step_index):
+        s = self.s
+        target = y_dev.reshape(len(y_dev), -1)
+        if self.name == "float-bp":
+            loss, grads, n = estimators.bptt(self.spec, self.params, x_dev, target)
+        elif self.name == "float-rfg":
+            loss, grads, n = estimators.rfg(self.spec, self.params, x_dev, target, self.rng, directions=s.directions,
+                                            mode=s.scope)
+        else:
+            loss, grads, n = estimators.wp(self.spec, self.params, x_dev, target, self.rng, directions=s.directions,
+                                           sigma=s.sigma, noise="gaussian" if s.noise == "gauss4" else "rademacher",
+                                           difference=s.difference, mode=s.scope, structure="rank1")
+        self.forward_passes += n
+        self.params = self.opt.step(self.params, grads, lr)
+        return float(loss)
+
+    def predict_dev(self, x_dev):
+        return floatnet.forward(self.spec, self.params, x_dev)
+
+    def float_params(self):
+        return self.params
+
+    def load_weights(self, npz):
+        self.params = [(npz[f"W{l}"], npz[f"b{l}"]) for l in range(1, len(self.spec.layers))]
+
+
+def make_backend(name: str, cfg: DeviceConfig, settings, seed: int) -> Backend:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    spec = floatnet.FloatNetSpec(layers=cfg.layers, T=cfg.t_steps, leak_shift=cfg.leak_shift, theta=cfg.threshold)
+    init = floatnet.init_params(spec, np.random.default_rng([seed, 1]))
+    if name == "golden":
+        return GoldenBackend(cfg, init, settings, seed)
+    return FloatBackend(name, spec, init, settings, seed)

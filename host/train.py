@@ -1,0 +1,183 @@
+"""A training run: task data -> backend steps -> checkpoints -> a run folder.
+
+Run folder: config.json (settings, device config, scaler), metrics.json, weights.npz, history.json,
+prediction.png (prediction, reference, error) and loss.png.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rfsnn.sim.config import DeviceConfig
+
+from .backends import BACKENDS, make_backend
+from .dataset import Dataset, Scaler
+from .problems import get_problem
+
+
+@dataclass
+class TrainSettings:
+    """Everything that defines a run. Defaults per task come from TASK_DEFAULTS; the network, batch,
+    directions and steps are shared by every backend so that runs compare fairly."""
+
+    task: str = "mexican-hat"
+    backend: str = "golden"
+    hidden: tuple[int, ...] = (64,)
+    t_steps: int = 16
+    leak_shift: int = 3
+    steps: int = 3000
+    batch: int = 64
+    directions: int = 8  # K
+    sigma: float = 2.0**-6  # perturbation scale, real units (device: sigma * 2**w_frac LSBs)
+    lr: float | None = None  # None: the backend's default (LR_DEFAULTS)
+    lr_schedule: str = "cosine"
+    lr_floor: float = 0.05  # the cosine schedule ends at lr * lr_floor
+    clip: float = 1.0  # per-direction step limit, real weight units (golden and float-wp)
+    noise: str = "rademacher"
+    difference: str = "central"
+    scope: str = "global"
+    stochastic_rounding: bool = True
+    n_train: int = 4096
+    seed: int = 0
+    eval_every: int = 0  # 0: about 20 checkpoints per run
+
+    def device_config(self, n_in: int) -> DeviceConfig:
+        return DeviceConfig(layers=(n_in, *self.hidden, 1), t_steps=self.t_steps, leak_shift=self.leak_shift)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+
+# Per-task defaults, chosen by measurement (docs/results/accuracy.md has the table and the command).
+TASK_DEFAULTS: dict[str, dict] = {
+    "mexican-hat": dict(hidden=(64,), steps=6000),
+    "poisson1d": dict(hidden=(64,), steps=6000),
+    "reaction-diffusion": dict(hidden=(64,), steps=6000),
+}
+# The optimiser differs by backend (SGD for perturbation, Adam for back-propagated gradients),
+# so the learning rate does too.
+LR_DEFAULTS = {"golden": 0.05, "float-wp": 0.05, "float-rfg": 3e-3, "float-bp": 3e-3}
+
+
+def settings_for(task: str, **overrides) -> TrainSettings:
+    if task not in TASK_DEFAULTS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASK_DEFAULTS)}")
+    merged = {**TASK_DEFAULTS[task], **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainSettings(task=task, **merged)
+
+
+def lr_at(s: TrainSettings, lr: float, step: int) -> float:
+    if s.lr_schedule == "constant":
+        return lr
+    frac = step / max(1, s.steps)
+    return lr * (s.lr_floor + (1 - s.lr_floor) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def rel_l2(pred: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.linalg.norm(pred - ref) / np.linalg.norm(ref))
+
+
+class Run:
+    """A backend, the data it trains on, and the scaling between the task and the device."""
+
+    def __init__(self, s: TrainSettings):
+        if s.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {s.backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.s = s
+        self.problem = get_problem(s.task)
+        self.data = Dataset.make(self.problem, n_train=s.n_train, seed=s.seed)
+        self.scaler = self.data.scaler
+        self.cfg = s.device_config(self.problem.dim)
+        self.backend = make_backend(s.backend, self.cfg, s, s.seed)
+
+    def predict(self, x_task: np.ndarray) -> np.ndarray:
+        """Model output in task units at task coordinates (N, d)."""
+        y = self.backend.predict_dev(self.scaler.inputs(x_task))
+        return self.scaler.outputs_to_task(np.asarray(y)[..., 0])
+
+    def test_error(self) -> float:
+        return rel_l2(self.predict(self.data.x_test), self.data.u_test)
+
+
+def train(s: TrainSettings, out: Path | None = None, progress: bool = True) -> dict:
+    """Run the training loop; write the run folder if `out` is given; return the metrics."""
+    from tqdm import tqdm
+
+    run = Run(s)
+    lr0 = s.lr if s.lr is not None else LR_DEFAULTS[s.backend]
+    every = s.eval_every or max(1, s.steps // 20)
+    batches = run.data.batches(s.batch, np.random.default_rng([s.seed, 2]), drop_last=True)
+    history = {"step": [], "loss": [], "eval_step": [], "test_rel_l2": []}
+    t0 = time.perf_counter()
+    bar = tqdm(range(s.steps), desc=f"{s.task}/{s.backend}", unit="step", disable=not progress,
+               dynamic_ncols=True, mininterval=0.5)
+    for i in bar:
+        xb, ub = next(batches)
+        loss = run.backend.step(run.scaler.inputs(xb), run.scaler.targets(ub), lr_at(s, lr0, i), i)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss} at step {i}; lower --lr (now {lr0})")
+        history["step"].append(i)
+        history["loss"].append(loss)
+        if (i + 1) % every == 0 or i + 1 == s.steps:
+            err = run.test_error()
+            history["eval_step"].append(i + 1)
+            history["test_rel_l2"].append(err)
+            bar.set_postfix(loss=f"{loss:.2e}", test_rel_l2=f"{err:.4f}")
+    wall = time.perf_counter() - t0
+    pred = run.predict(run.data.x_test)
+    metrics = {
+        "task": s.task,
+        "backend": s.backend,
+        "steps": s.steps,
+        "forward_passes": int(run.backend.forward_passes),
+        "wall_s": round(wall, 2),
+        "steps_per_s": round(s.steps / wall, 1),
+        "test_rel_l2": rel_l2(pred, run.data.u_test),
+        "final_train_loss": float(np.mean(history["loss"][-50:])),
+        "lr": lr0,
+        "params": run.cfg.n_params,
+        "counters": run.backend.counters(),
+    }
+    if out is not None:
+        write_run(Path(out), run, metrics, history, pred)
+    return metrics
+
+
+def write_run(out: Path, run: Run, metrics: dict, history: dict, pred: np.ndarray) -> None:
+    from . import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"settings": run.s.to_dict(), "device": run.cfg.to_dict(), "scaler": run.scaler.to_dict()}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "history.json").write_text(json.dumps(history))
+    np.savez(out / "weights.npz", **run.backend.weights_npz())
+    plots.prediction(out / "prediction.png", run.problem, run.data.x_test, pred, run.data.u_test,
+                     title=f"{run.s.task} / {run.s.backend}: test rel. L2 {metrics['test_rel_l2']:.4f}")
+    plots.loss_curve(out / "loss.png", history, title=f"{run.s.task} / {run.s.backend}")
+
+
+def load_run(folder: Path) -> Run:
+    """Rebuild a run from its folder, with its trained weights (bit-exact for the golden backend)."""
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{folder} is not a run folder (no config.json)")
+    config = json.loads((folder / "config.json").read_text())
+    st = config["settings"]
+    st["hidden"] = tuple(st["hidden"])
+    run = Run(TrainSettings(**st))
+    if run.cfg.to_dict() != config["device"]:
+        raise ValueError(f"device config in {folder} differs from the one this version builds: "
+                         f"{config['device']} vs {run.cfg.to_dict()}")
+    run.scaler = Scaler.from_dict(config["scaler"])
+    with np.load(folder / "weights.npz") as npz:
+        run.backend.load_weights(npz)
+    return run

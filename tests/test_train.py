@@ -1,0 +1,74 @@
+"""End to end: `rfsnn train` writes a complete run folder, training helps, `rfsnn predict` is bit-exact."""
+import json
+
+import numpy as np
+import pytest
+
+from rfsnn.host import cli
+from rfsnn.host.train import TASK_DEFAULTS, Run, load_run, settings_for, train
+
+
+def test_golden_smoke_run_folder(tmp_path):
+    """A short golden run on Poisson learns (error well below the untrained net's) and writes everything."""
+    out = tmp_path / "run"
+    rc = cli.main(["train", "--task", "poisson1d", "--steps", "300", "--quiet", "--out", str(out)])
+    assert rc == 0
+    for name in ["config.json", "metrics.json", "weights.npz", "history.json", "prediction.png", "loss.png"]:
+        assert (out / name).stat().st_size > 0, name
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ["task", "backend", "steps", "forward_passes", "wall_s", "test_rel_l2"]:
+        assert key in m
+    assert m["backend"] == "golden" and m["steps"] == 300
+    s = settings_for("poisson1d")
+    assert m["forward_passes"] == 300 * 2 * s.directions  # central differences: 2K passes per step
+    untrained = Run(settings_for("poisson1d", steps=0)).test_error()
+    assert m["test_rel_l2"] < 0.5 * untrained
+    assert m["counters"]["spikes"][0] > 0 and m["counters"]["synaptic_ops"] > 0
+
+
+def test_predict_is_bit_exact_for_golden(tmp_path):
+    out = tmp_path / "run"
+    train(settings_for("mexican-hat", steps=20), out=out, progress=False)
+    run = load_run(out)
+    pts = np.random.default_rng(0).uniform(-1, 1, size=(50, 2))
+    np.save(tmp_path / "pts.npy", pts)
+    assert cli.main(["predict", "--run", str(out), "--input", str(tmp_path / "pts.npy"),
+                     "--output", str(tmp_path / "pred.npy")]) == 0
+    pred = np.load(tmp_path / "pred.npy")
+    # Same integers as the golden model on the stored integer weights, through the stored scaling.
+    cfg = run.cfg
+    xq = np.round(run.scaler.inputs(pts) * (1 << cfg.x_frac)).astype(np.int64)
+    with np.load(out / "weights.npz") as w:
+        params = [np.concatenate([w[f"W{l}_int"], w[f"b{l}_int"][:, None]], 1) for l in range(1, cfg.n_layers + 1)]
+    y_int = run.backend.model.infer(params, xq)[:, 0]
+    assert np.array_equal(pred, run.scaler.outputs_to_task(y_int / (1 << cfg.w_frac)))
+
+
+def test_predict_refuses_points_outside_the_task(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(settings_for("reaction-diffusion", steps=5), out=out, progress=False)
+    np.save(tmp_path / "bad.npy", np.array([[0.5, 0.5], [0.2, np.nan]]))
+    assert cli.main(["predict", "--run", str(out), "--input", str(tmp_path / "bad.npy"),
+                     "--output", str(tmp_path / "p.npy")]) == 2
+    assert "sample 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["float-bp", "float-rfg", "float-wp"])
+def test_float_backends_run(backend):
+    m = train(settings_for("poisson1d", backend=backend, steps=30), progress=False)
+    assert m["backend"] == backend and np.isfinite(m["test_rel_l2"])
+
+
+def test_unknown_task_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--task", "heat"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", list(TASK_DEFAULTS))
+def test_default_golden_training_reaches_its_target(task):
+    """The defaults of each task reach the accuracy the project promises (seed 0)."""
+    targets = {"mexican-hat": 0.12, "poisson1d": 0.05, "reaction-diffusion": 0.08}
+    m = train(settings_for(task), progress=False)
+    assert m["test_rel_l2"] <= targets[task], m
