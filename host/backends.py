@@ -57,7 +57,8 @@ class GoldenBackend(Backend):
         cfg, s = self.cfg, self.s
         x = quantize(x_dev, cfg.x_frac, cfg.x_bits, "input")
         y = quantize(y_dev.reshape(len(y_dev), -1), cfg.w_frac, cfg.y_bits, "target")
-        mant, shift = gain_for(lr, self.sigma_lsb, len(x), s.directions, s.difference == "central", cfg)
+        per_layer = s.directions / cfg.n_layers if s.scope == "layerwise" else s.directions  # as float-wp averages
+        mant, shift = gain_for(lr, self.sigma_lsb, len(x), per_layer, s.difference == "central", cfg)
         sp = StepParams(seed=int(self.seeds.integers(1 << 32)), directions=s.directions, sigma=self.sigma_lsb,
                         gain_mant=mant, gain_shift=shift, clip=self.clip, noise=s.noise, difference=s.difference,
                         scope=s.scope, layer_start=(step_index * s.directions) % cfg.n_layers,
@@ -109,9 +110,14 @@ class FloatBackend(Backend):
             loss, grads, n = estimators.rfg(self.spec, self.params, x_dev, target, self.rng, directions=s.directions,
                                             mode=s.scope)
         else:
-            loss, grads, n = estimators.wp(self.spec, self.params, x_dev, target, self.rng, directions=s.directions,
-                                           sigma=s.sigma, noise="gaussian" if s.noise == "gauss4" else "rademacher",
-                                           difference=s.difference, mode=s.scope, structure="rank1")
+            V, w = estimators.sample_directions(self.spec, self.rng, s.directions,
+                                                "gaussian" if s.noise == "gauss4" else "rademacher",
+                                                s.scope, "rank1")
+            loss, _, n, slopes = estimators.wp_with_directions(self.spec, self.params, x_dev, target, V, w, s.sigma,
+                                                               s.difference)
+            # The device's per-direction clip: |lr * slope_k * w_k| <= clip (weight units).
+            bound = s.clip / (lr * np.where(w > 0, w, 1.0))
+            grads = estimators.combine(self.spec, V, w, np.clip(slopes, -bound, bound))
         self.forward_passes += n
         self.params = self.opt.step(self.params, grads, lr)
         return float(loss)
@@ -130,7 +136,8 @@ def make_backend(name: str, cfg: DeviceConfig, settings, seed: int) -> Backend:
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     spec = floatnet.FloatNetSpec(layers=cfg.layers, T=cfg.t_steps, leak_shift=cfg.leak_shift, theta=cfg.threshold)
-    init = floatnet.init_params(spec, np.random.default_rng([seed, 1]))
+    init = floatnet.init_params(spec, np.random.default_rng([seed, 1]), spread=settings.init_spread,
+                                readout_gain=settings.init_readout_gain)
     if name == "golden":
         return GoldenBackend(cfg, init, settings, seed)
     return FloatBackend(name, spec, init, settings, seed)

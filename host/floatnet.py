@@ -268,7 +268,8 @@ def loss_many(spec: FloatNetSpec, params_v: Params, x: np.ndarray, target: np.nd
 # ----------------------------------------------------------------------------- init
 
 
-def init_params(spec: FloatNetSpec, rng: np.random.Generator, n_probe: int = 256) -> Params:
+def init_params(spec: FloatNetSpec, rng: np.random.Generator, n_probe: int = 256, spread: float = 0.5,
+                readout_gain: float = 1.0) -> Params:
     """Initial parameters that put most hidden neurons on the sloped part of their rate curve.
 
     LIF rate vs constant current I (reset by subtraction): the potential approaches
@@ -285,7 +286,11 @@ def init_params(spec: FloatNetSpec, rng: np.random.Generator, n_probe: int = 256
       current of a typical neuron varies with std theta / 2 over the input box, measured
       on ``n_probe`` random points of the box (drawn from ``rng``); the bias puts each
       neuron's onset at the rate vector of a random probe point, like layer 1 does.
-    * Readout: W_L ~ N(0, 1 / n_{L-1}), b_L = 0 (rates are in [0, 1], outputs start O(0.5)).
+    * Readout: W_L ~ N(0, readout_gain^2 / n_{L-1}), b_L = 0 (rates are in [0, 1]).
+
+    ``spread`` (default 0.5) is the std of the current over the box in units of theta; steeper
+    ramps fit sharper features. A small ``readout_gain`` starts the output near zero, which spares
+    zeroth-order training the work of first undoing a random readout.
 
     Deterministic given ``rng``.
     """
@@ -293,7 +298,7 @@ def init_params(spec: FloatNetSpec, rng: np.random.Generator, n_probe: int = 256
     I_on = theta * (1.0 - lam) / (1.0 - lam ** T)
     n0, n1 = layers[0], layers[1]
     params: Params = []
-    W1 = rng.normal(0.0, theta * np.sqrt(0.75 / n0), size=(n1, n0))
+    W1 = rng.normal(0.0, theta * spread * np.sqrt(3.0 / n0), size=(n1, n0))
     p = rng.uniform(-1.0, 1.0, size=(n1, n0))
     b1 = I_on - np.sum(W1 * p, axis=1)
     params.append((W1, b1))
@@ -302,13 +307,13 @@ def init_params(spec: FloatNetSpec, rng: np.random.Generator, n_probe: int = 256
         n_in, n_out = layers[l - 1], layers[l]
         r = simulate_hidden(spec, params, x_probe)[-1]  # (n_probe, n_in) rates of layer l-1
         W = rng.normal(0.0, 1.0 / np.sqrt(n_in), size=(n_out, n_in))
-        spread = np.sqrt(np.mean(np.var(r @ W.T, axis=0)))
-        if spread > 0:
-            W *= (0.5 * theta) / spread
+        spread_now = np.sqrt(np.mean(np.var(r @ W.T, axis=0)))
+        if spread_now > 0:
+            W *= (spread * theta) / spread_now
         anchor = r[rng.integers(0, n_probe, size=n_out)]  # (n_out, n_in)
         b = I_on - np.sum(W * anchor, axis=1)
         params.append((W, b))
     n_last = layers[-2]
-    WL = rng.normal(0.0, 1.0 / np.sqrt(n_last), size=(layers[-1], n_last))
+    WL = rng.normal(0.0, readout_gain / np.sqrt(n_last), size=(layers[-1], n_last))
     params.append((WL, np.zeros(layers[-1])))
     return params

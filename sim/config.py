@@ -225,8 +225,8 @@ class StepParams:
         return dataclasses.asdict(self)
 
 
-def gain_for(lr: float, sigma_lsb: int, batch: int, directions: int, central: bool, cfg: DeviceConfig,
-             target_scale: float = 1.0) -> tuple[int, int]:
+def gain_for(lr: float, sigma_lsb: int, batch: int, directions: float, central: bool,
+             cfg: DeviceConfig) -> tuple[int, int]:
     """Encode the float update rule as the device's integer gain.
 
     The float rule is w -= lr * mean_k[(L+ - L-) / (2 sigma)] v_k with L the batch-mean squared error;
@@ -235,7 +235,7 @@ def gain_for(lr: float, sigma_lsb: int, batch: int, directions: int, central: bo
     Returned as (mantissa, shift) with the mantissa normalised into the top bit of gain_bits.
     """
     c = 2 if central else 1
-    g = lr * (1 << cfg.step_frac) / (c * batch * sigma_lsb * directions) / target_scale**2
+    g = lr * (1 << cfg.step_frac) / (c * batch * sigma_lsb * directions)
     if g <= 0:
         return 0, 1
     shift = cfg.gain_bits - 1 - math.floor(math.log2(g))

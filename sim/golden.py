@@ -128,20 +128,38 @@ class GoldenModel:
         i_in = sat(rshift_round(np.matmul(x.astype(np.float64), W0.transpose(0, 2, 1)), cfg.x_frac)
                    + aug[0][:, None, :, -1], ulo, uhi)
         hidden = aug[:-1]
-        U = [np.zeros((V, B, a.shape[1])) for a in hidden]
-        totals = [np.zeros((V, B, a.shape[1])) for a in hidden]
+        shape = [(V, B, a.shape[1]) for a in hidden]
+        U = [np.zeros(s) for s in shape]
+        totals = [np.zeros(s) for s in shape]
+        spikes = [np.empty(s) for s in shape]
+        tmp = [np.empty(s) for s in shape]
+        # Saturation of U is skipped where it provably cannot act (same result, fewer passes over
+        # memory): with |I| <= Imax, U_{t+1} = U - floor(U / 2^k) + I stays within (Imax + 1) 2^k.
+        imax = [float(np.abs(i_in).max())] + [float(np.minimum(uhi, (np.abs(a[:, :, :-1]).sum(axis=2)
+                                                                      + np.abs(a[:, :, -1])).max()))
+                                              for a in hidden[1:]]
+        clip_u = [(m + 1) * (1 << cfg.leak_shift) + theta > min(-ulo, uhi) for m in imax]
+        clip_i = [m >= min(-ulo, uhi) for m in imax]
         for _ in range(cfg.t_steps):
-            s_prev = None
             for l, a in enumerate(hidden):
                 if l == 0:
                     cur = i_in
                 else:
-                    cur = sat(np.matmul(s_prev, a[:, :, :-1].transpose(0, 2, 1)) + a[:, None, :, -1], ulo, uhi)
-                u = sat(U[l] - np.floor(U[l] * leak) + cur, ulo, uhi)
-                s = (u >= theta).astype(np.float64)
-                U[l] = u - theta * s
+                    cur = np.matmul(spikes[l - 1], a[:, :, :-1].transpose(0, 2, 1))
+                    cur += a[:, None, :, -1]
+                    if clip_i[l]:
+                        np.clip(cur, ulo, uhi, out=cur)
+                u, t, s = U[l], tmp[l], spikes[l]
+                np.multiply(u, leak, out=t)  # leak: U - (U >> k)
+                np.floor(t, out=t)
+                u -= t
+                u += cur  # integrate
+                if clip_u[l]:
+                    np.clip(u, ulo, uhi, out=u)
+                np.greater_equal(u, theta, out=s)  # compare
+                np.multiply(s, theta, out=t)
+                u -= t  # reset by subtraction
                 totals[l] += s
-                s_prev = s
         count = totals[-1]
         y_acc = np.matmul(count, aug[-1][:, :, :-1].transpose(0, 2, 1))
         ylo, yhi = cfg.y_range
