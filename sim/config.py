@@ -188,7 +188,7 @@ class StepParams:
     """What the host sends with one training step. All integers, as they cross the link."""
 
     seed: int  # LFSR seed of this step (32-bit; zero is replaced by ZERO_SEED_SUBSTITUTE)
-    directions: int = 8  # K
+    directions: int = 4  # K
     sigma: int = 64  # perturbation scale in weight LSBs (64 = 2**-6 at w_frac = 12)
     gain_mant: int = 1 << 15  # step gain = gain_mant * 2**-gain_shift (step units per loss unit)
     gain_shift: int = 40

@@ -52,11 +52,15 @@ def _masks(n: int, width: int, taps: int) -> np.ndarray:
     return out
 
 
+def output_masks(n: int, width: int, taps: int) -> np.ndarray:
+    """masks[i] with stream bit i = parity(masks[i] & initial state); the leap-forward gateware uses these."""
+    return _masks(1 << max(10, (n - 1).bit_length()), width, taps)[:n]
+
+
 def stream_bits(seed: int, n: int, width: int, taps: int) -> np.ndarray:
     """The first n output bits after seeding with `seed` (uint8 array of 0/1)."""
     if n == 0:
         return np.zeros(0, np.uint8)
-    size = 1 << max(10, (n - 1).bit_length())  # cache tables by powers of two
-    m = _masks(size, width, taps)[:n]
+    m = output_masks(n, width, taps)  # tables cached by powers of two
     s = np.uint64(guard_seed(seed, width))
     return (np.bitwise_count(m & s) & 1).astype(np.uint8)
