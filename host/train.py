@@ -43,7 +43,7 @@ class TrainSettings:
     difference: str = "central"
     scope: str = "global"
     stochastic_rounding: bool = True
-    init_spread: float = 0.5  # std of layer-1 currents over the input box, in thresholds (floatnet.init_params)
+    init_spread: float = 0.9  # std of layer-1 currents over the input box, in thresholds (floatnet.init_params)
     init_readout_gain: float = 1.0
     n_train: int = 4096
     seed: int = 0
@@ -60,9 +60,9 @@ class TrainSettings:
 
 # Per-task defaults, chosen by measurement (docs/results/accuracy.md has the table and the command).
 TASK_DEFAULTS: dict[str, dict] = {
-    "mexican-hat": dict(hidden=(64,), steps=8000),
-    "poisson1d": dict(hidden=(64,), steps=8000),
-    "reaction-diffusion": dict(hidden=(64,), steps=8000),
+    "mexican-hat": dict(hidden=(64,), steps=20000),
+    "poisson1d": dict(hidden=(64,), steps=20000),
+    "reaction-diffusion": dict(hidden=(64,), steps=20000, directions=8),
 }
 # The optimiser differs by backend (SGD for perturbation, Adam for back-propagated gradients),
 # so the learning rate does too.

@@ -32,7 +32,7 @@ class NoiseLFSR(wiring.Component):
 
     - `seed` / `load`: on a clock with `load` high the register takes `seed` (a zero seed is replaced by
       the contract's constant, so the register never freezes). Replay = load the same seed again.
-    - `bits`: an always-valid stream; payload bit i is stream bit n + i, where n counts the bits consumed
+    - `bits`: a stream whose valid is always high; payload bit i is stream bit n + i, where n counts the bits consumed
       since the last load. A transfer (`ready` high) consumes all `lanes` bits.
     """
 
@@ -42,7 +42,7 @@ class NoiseLFSR(wiring.Component):
         super().__init__({
             "seed": In(width),
             "load": In(1),
-            "bits": Out(stream.Signature(unsigned(lanes), always_valid=True)),
+            "bits": Out(stream.Signature(unsigned(lanes))),
         })
 
     def elaborate(self, platform):
@@ -54,6 +54,7 @@ class NoiseLFSR(wiring.Component):
 
         for i, mk in enumerate(out_masks):
             m.d.comb += self.bits.payload[i].eq((state & int(mk)).xor())
+        m.d.comb += self.bits.valid.eq(1)  # never empty (a constant valid could not be a top-level port)
 
         with m.If(self.load):
             substitute = ZERO_SEED_SUBSTITUTE & mask or 1

@@ -72,3 +72,10 @@ def test_default_golden_training_reaches_its_target(task):
     targets = {"mexican-hat": 0.12, "poisson1d": 0.05, "reaction-diffusion": 0.08}
     m = train(settings_for(task), progress=False)
     assert m["test_rel_l2"] <= targets[task], m
+
+
+def test_config_command_reports_cost(capsys):
+    assert cli.main(["config", "--task", "poisson1d"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["device"]["layers"] == [1, 64, 1]
+    assert report["cost"]["weight_memory_bits"] == (64 * 2 + 65) * 16
