@@ -62,7 +62,7 @@ class TrainSettings:
 TASK_DEFAULTS: dict[str, dict] = {
     "mexican-hat": dict(hidden=(64,), steps=20000),
     "poisson1d": dict(hidden=(64,), steps=20000),
-    "reaction-diffusion": dict(hidden=(64,), steps=20000, directions=8),
+    "reaction-diffusion": dict(hidden=(64,), steps=30000, directions=8, lr_floor=0.02),
 }
 # The optimiser differs by backend (SGD for perturbation, Adam for back-propagated gradients),
 # so the learning rate does too.
