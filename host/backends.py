@@ -9,17 +9,18 @@ from __future__ import annotations
 import numpy as np
 
 from rfsnn.sim.config import DeviceConfig, StepParams, gain_for
-from rfsnn.sim.golden import GoldenModel, join_params, split_params
+from rfsnn.sim.golden import Counters, GoldenModel, join_params, split_params
 
 from . import estimators, floatnet, optim
-from .dataset import Scaler, dequantize, quantize
+from .dataset import dequantize, quantize
 
 BACKENDS = ("golden", "float-bp", "float-rfg", "float-wp")
 
 
 class Backend:
-    """One training run's model. `step` consumes a batch in task coordinates and returns the batch loss
-    (mean squared error in device units, before the update)."""
+    """One training run's model. `step` takes a batch already scaled to the device's ranges (inputs in
+    [-1, 1], targets divided by the target scale) and returns the batch's mean squared error in those
+    units, before the update."""
 
     name: str
     forward_passes: int = 0
@@ -52,6 +53,7 @@ class GoldenBackend(Backend):
         self.clip = min(cfg.step_range[1], int(round(settings.clip * (1 << (cfg.w_frac + cfg.step_frac)))))
         self.seeds = np.random.default_rng([seed, 0x5EED])
         self.forward_passes = 0
+        self.train_counters = Counters()  # training only; evaluations on the test grid are not the device's work
 
     def step(self, x_dev, y_dev, lr, step_index):
         cfg, s = self.cfg, self.s
@@ -64,7 +66,8 @@ class GoldenBackend(Backend):
                         scope=s.scope, layer_start=(step_index * s.directions) % cfg.n_layers,
                         stochastic_rounding=s.stochastic_rounding)
         self.params, res = self.model.train_step(self.params, x, y, sp)
-        self.forward_passes += res.counters.forward_passes  # training passes only, not evaluations
+        self.forward_passes += res.counters.forward_passes
+        self.train_counters.add(res.counters)
         return res.base_loss / float(1 << (2 * cfg.w_frac)) / len(x)
 
     def predict_dev(self, x_dev):
@@ -87,7 +90,7 @@ class GoldenBackend(Backend):
                        for l in range(1, self.cfg.n_layers + 1)]
 
     def counters(self):
-        return self.model.counters.to_dict()
+        return self.train_counters.to_dict()
 
 
 class FloatBackend(Backend):
@@ -129,7 +132,8 @@ class FloatBackend(Backend):
         return self.params
 
     def load_weights(self, npz):
-        self.params = [(npz[f"W{l}"], npz[f"b{l}"]) for l in range(1, len(self.spec.layers))]
+        self.params = [(np.array(npz[f"W{l}"], np.float64), np.array(npz[f"b{l}"], np.float64))
+                       for l in range(1, len(self.spec.layers))]
 
 
 def make_backend(name: str, cfg: DeviceConfig, settings, seed: int) -> Backend:
