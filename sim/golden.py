@@ -36,6 +36,18 @@ def rshift_round_int(a: int, n: int) -> int:
     return (a + (1 << (n - 1))) >> n if n else a
 
 
+def lif_update(u: np.ndarray, cur: np.ndarray, cfg: DeviceConfig) -> tuple[np.ndarray, np.ndarray]:
+    """One neuron time step on int64 arrays: leak, integrate, compare, reset by subtraction.
+
+    The element-wise statement of docs/fixed-point.md section 2, steps 2-4, for checking gateware
+    lane by lane; the batched forward pass below computes the same thing in place.
+    """
+    u, cur = np.asarray(u, np.int64), np.asarray(cur, np.int64)
+    v = np.clip(u - (u >> cfg.leak_shift) + cur, *cfg.u_range)
+    spike = v >= cfg.threshold_q
+    return v - cfg.threshold_q * spike, spike
+
+
 @dataclass
 class Counters:
     """What the hardware cares about, accumulated over calls."""

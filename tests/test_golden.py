@@ -126,6 +126,21 @@ def test_saturation_never_wraps(seed, rail):
     assert gm.loss(params, x, y) == scalar_loss(cfg, params, x, y) <= cfg.loss_max
 
 
+def test_lif_update_is_the_contract_step():
+    """The element-wise primitive the gateware is checked against equals the literal neuron step."""
+    from rfsnn.sim.golden import lif_update
+
+    cfg = DeviceConfig(u_bits=18, leak_shift=2)
+    rng = np.random.default_rng(9)
+    lo, hi = cfg.u_range
+    u, cur = rng.integers(lo, hi + 1, 3000), rng.integers(lo, hi + 1, 3000)
+    got_u, got_s = lif_update(u, cur, cfg)
+    for a, c, gu, gs in zip(u.tolist(), cur.tolist(), got_u.tolist(), got_s.tolist()):
+        v = _sat(a - (a >> cfg.leak_shift) + c, cfg.u_bits)
+        fire = v >= cfg.threshold_q
+        assert (gu, gs) == (v - cfg.threshold_q if fire else v, fire)
+
+
 def test_loss_saturates():
     cfg = DeviceConfig(layers=(1, 2, 1), loss_bits=20, max_batch=16)
     params = [np.array([[0, 0], [0, 0]]), np.array([[0, 0, 0]])]
