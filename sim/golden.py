@@ -36,6 +36,15 @@ def rshift_round_int(a: int, n: int) -> int:
     return (a + (1 << (n - 1))) >> n if n else a
 
 
+def input_current(w_row: np.ndarray, bias: np.ndarray, x: np.ndarray, cfg: DeviceConfig) -> np.ndarray:
+    """Input-layer current on int64 arrays: sat_u(rsr(sum_j w[..., j] * x[..., j], x_frac) + b).
+
+    Element-wise statement of docs/fixed-point.md section 2 (input coding), for checking gateware.
+    """
+    acc = (np.asarray(w_row, np.int64) * np.asarray(x, np.int64)).sum(axis=-1)
+    return np.clip(rshift_round_int(acc, cfg.x_frac) + np.asarray(bias, np.int64), *cfg.u_range)
+
+
 def lif_update(u: np.ndarray, cur: np.ndarray, cfg: DeviceConfig) -> tuple[np.ndarray, np.ndarray]:
     """One neuron time step on int64 arrays: leak, integrate, compare, reset by subtraction.
 

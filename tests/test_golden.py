@@ -141,6 +141,20 @@ def test_lif_update_is_the_contract_step():
         assert (gu, gs) == (v - cfg.threshold_q if fire else v, fire)
 
 
+def test_input_current_is_the_contract_step():
+    from rfsnn.sim.golden import input_current
+
+    cfg = DeviceConfig(layers=(3, 4, 1), u_bits=18)
+    rng = np.random.default_rng(10)
+    w = rng.integers(*cfg.w_range, size=(500, 3))
+    x = rng.integers(*cfg.x_range, size=(500, 3))
+    b = rng.integers(*cfg.w_range, size=500)
+    got = input_current(w, b, x, cfg)
+    for k in range(500):
+        acc = sum(int(a) * int(c) for a, c in zip(w[k], x[k]))
+        assert got[k] == _sat(_rsr(acc, cfg.x_frac) + int(b[k]), cfg.u_bits)
+
+
 def test_loss_saturates():
     cfg = DeviceConfig(layers=(1, 2, 1), loss_bits=20, max_batch=16)
     params = [np.array([[0, 0], [0, 0]]), np.array([[0, 0, 0]])]
