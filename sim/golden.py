@@ -101,6 +101,13 @@ class GoldenModel:
     def __init__(self, cfg: DeviceConfig):
         self.cfg = cfg
         self.counters = Counters(spikes=[0] * (len(cfg.layers) - 2))
+        # The time loop (membranes, event sums, spike counts) runs in float32 when every value it forms
+        # is an integer of magnitude <= 2**24, which float32 holds exactly: membrane sums stay within
+        # 2 * 2**(u_bits-1) and an event sum within (fan-in + 1) * 2**(w_bits-1). Half the memory traffic
+        # of float64, same integers. The input products and the readout stay in float64.
+        fan_in = max(cfg.layers[1:-2], default=0)
+        exact32 = cfg.u_bits <= 24 and (fan_in + 1) * (1 << (cfg.w_bits - 1)) <= 1 << 24
+        self.loop_dtype = np.float32 if exact32 else np.float64
 
     # ---- parameter handling ------------------------------------------------------------------------
     def check_params(self, params: list[np.ndarray]) -> list[np.ndarray]:
@@ -150,10 +157,13 @@ class GoldenModel:
                    + aug[0][:, None, :, -1], ulo, uhi)
         hidden = aug[:-1]
         shape = [(V, B, a.shape[1]) for a in hidden]
-        U = [np.zeros(s) for s in shape]
-        totals = [np.zeros(s) for s in shape]
-        spikes = [np.empty(s) for s in shape]
-        tmp = [np.empty(s) for s in shape]
+        dt = self.loop_dtype
+        U = [np.zeros(s, dt) for s in shape]
+        totals = [np.zeros(s, dt) for s in shape]
+        spikes = [np.empty(s, dt) for s in shape]
+        tmp = [np.empty(s, dt) for s in shape]
+        w_hidden = [None] + [a[:, :, :-1].transpose(0, 2, 1).astype(dt) for a in hidden[1:]]
+        b_hidden = [None] + [a[:, None, :, -1].astype(dt) for a in hidden[1:]]
         # Saturation of U is skipped where it provably cannot act (same result, fewer passes over
         # memory): with |I| <= Imax, U_{t+1} = U - floor(U / 2^k) + I stays within (Imax + 1) 2^k.
         imax = [float(np.abs(i_in).max())] + [float(np.minimum(uhi, (np.abs(a[:, :, :-1]).sum(axis=2)
@@ -161,13 +171,14 @@ class GoldenModel:
                                               for a in hidden[1:]]
         clip_u = [(m + 1) * (1 << cfg.leak_shift) + theta > min(-ulo, uhi) for m in imax]
         clip_i = [m >= min(-ulo, uhi) for m in imax]
+        i_in = i_in.astype(dt)
         for _ in range(cfg.t_steps):
-            for l, a in enumerate(hidden):
+            for l in range(len(hidden)):
                 if l == 0:
                     cur = i_in
                 else:
-                    cur = np.matmul(spikes[l - 1], a[:, :, :-1].transpose(0, 2, 1))
-                    cur += a[:, None, :, -1]
+                    cur = np.matmul(spikes[l - 1], w_hidden[l])
+                    cur += b_hidden[l]
                     if clip_i[l]:
                         np.clip(cur, ulo, uhi, out=cur)
                 u, t, s = U[l], tmp[l], spikes[l]
@@ -181,7 +192,7 @@ class GoldenModel:
                 np.multiply(s, theta, out=t)
                 u -= t  # reset by subtraction
                 totals[l] += s
-        count = totals[-1]
+        count = totals[-1].astype(np.float64)
         y_acc = np.matmul(count, aug[-1][:, :, :-1].transpose(0, 2, 1))
         ylo, yhi = cfg.y_range
         y = sat(rshift_round(y_acc, cfg.t_shift) + aug[-1][:, None, :, -1], ylo, yhi)

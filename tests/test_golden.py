@@ -99,6 +99,19 @@ def test_batch_equals_scalar_loop(layers, leak_shift, T):
     assert gm.loss(params, x, y) == scalar_loss(cfg, params, x, y)
 
 
+def test_float64_loop_path_equals_scalar_loop():
+    """Wide membranes take the float64 time loop instead of the float32 one; same contract."""
+    cfg = DeviceConfig(layers=(2, 6, 5, 1), t_steps=8, u_bits=28)
+    gm = GoldenModel(cfg)
+    assert gm.loop_dtype == np.float64 and GoldenModel(DeviceConfig()).loop_dtype == np.float32
+    rng = np.random.default_rng(11)
+    params = random_params(cfg, rng, scale=3.0)
+    x, y = random_batch(cfg, rng, 10)
+    out = gm.infer(params, x)
+    for b in range(len(x)):
+        assert list(out[b]) == scalar_forward(cfg, params, x[b])[0]
+
+
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), rail=st.sampled_from(["max", "min", "mixed"]))
 def test_saturation_never_wraps(seed, rail):
