@@ -43,11 +43,11 @@ def prediction(path: Path, problem, x, pred, ref, title: str = "") -> None:
     plt.close(fig)
 
 
-def loss_curve(path: Path, history: dict, title: str = "") -> None:
+def loss_curve(path: Path, history: dict, title: str = "", loss_label: str = "batch loss (MSE, device units)") -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     loss = np.asarray(history["loss"])
     steps = np.asarray(history["step"])
-    ax.semilogy(steps, loss, color="C0", alpha=0.25, lw=0.6, label="batch loss (MSE, device units)")
+    ax.semilogy(steps, loss, color="C0", alpha=0.25, lw=0.6, label=loss_label)
     w = max(1, len(loss) // 100)
     if len(loss) > w:
         smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
