@@ -36,6 +36,18 @@ def rshift_round_int(a: int, n: int) -> int:
     return (a + (1 << (n - 1))) >> n if n else a
 
 
+def step_value(loss_diff: int, sp: StepParams) -> int:
+    """A direction's scalar step: clamp(rsr(dL * gain_mant, gain_shift), -clip, clip), in 2**-step_frac LSBs."""
+    s = rshift_round_int(int(loss_diff) * sp.gain_mant, sp.gain_shift)
+    return max(-sp.clip, min(sp.clip, s))
+
+
+def apply_update(w: np.ndarray, delta: np.ndarray, rnd, cfg: DeviceConfig) -> np.ndarray:
+    """w <- sat_w(w - ((delta + r) >> step_frac)): r is the stochastic-rounding draw or 2**(step_frac-1)."""
+    w, delta = np.asarray(w, np.int64), np.asarray(delta, np.int64)
+    return np.clip(w - ((delta + rnd) >> cfg.step_frac), *cfg.w_range)
+
+
 def input_current(w_row: np.ndarray, bias: np.ndarray, x: np.ndarray, cfg: DeviceConfig) -> np.ndarray:
     """Input-layer current on int64 arrays: sat_u(rsr(sum_j w[..., j] * x[..., j], x_frac) + b).
 
@@ -303,9 +315,8 @@ class GoldenModel:
                 d = losses[2 * k] - losses[2 * k + 1]
             else:
                 d = losses[1 + k] - losses[0]
-            s = rshift_round_int(d * sp.gain_mant, sp.gain_shift)
             diffs.append(d)
-            steps.append(max(-sp.clip, min(sp.clip, s)))
+            steps.append(step_value(d, sp))
 
         # The update pass: replay the directions, w <- sat(w - round(sum_k step_k v_k)).
         F = cfg.step_frac
@@ -325,7 +336,7 @@ class GoldenModel:
             else:
                 rnd = 1 << (F - 1)
             pos += p.size
-            new.append(np.clip(p - ((delta + rnd) >> F), wlo, whi))
+            new.append(apply_update(p, delta, rnd, cfg))
         counters.update_passes = 1
         counters.weight_updates = cfg.n_params
         self.counters.add(counters)
