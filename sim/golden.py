@@ -36,6 +36,11 @@ def rshift_round_int(a: int, n: int) -> int:
     return (a + (1 << (n - 1))) >> n if n else a
 
 
+def perturbed(w: np.ndarray, a: np.ndarray, b: np.ndarray, signed_sigma: int, cfg: DeviceConfig) -> np.ndarray:
+    """The weights a perturbed pass reads: sat_w(w + (+/-sigma) * a_i * b_j) over [W | b] (rank-one v = a b^T)."""
+    return np.clip(w + signed_sigma * np.multiply.outer(a, b), *cfg.w_range)
+
+
 def step_value(loss_diff: int, sp: StepParams) -> int:
     """A direction's scalar step: clamp(rsr(dL * gain_mant, gain_shift), -clip, clip), in 2**-step_frac LSBs."""
     s = rshift_round_int(int(loss_diff) * sp.gain_mant, sp.gain_shift)
@@ -284,7 +289,6 @@ class GoldenModel:
         x, t = np.asarray(x, np.int64), np.asarray(t, np.int64)
         self.check_batch(x, t)
         dirs, n_noise_bits = self.directions(sp)
-        wlo, whi = cfg.w_range
         base = [p.astype(np.float64) for p in params]
 
         # Every network variant this step evaluates, in the device's order.
@@ -301,7 +305,7 @@ class GoldenModel:
             for v, (k, sgn) in enumerate(signs):
                 if k >= 0 and l in dirs[k]:
                     a, b = dirs[k][l]
-                    stack[v] = sat(base[l] + (sgn * sp.sigma) * np.outer(a, b), wlo, whi)
+                    stack[v] = perturbed(base[l], a, b, sgn * sp.sigma, cfg)
                 else:
                     stack[v] = base[l]
             aug.append(stack)
