@@ -1,8 +1,9 @@
 """The golden model: what the chip computes, to the bit (docs/fixed-point.md in code).
 
-Integers throughout. For speed the hot path holds them in float64 arrays, which is exact because every
-value and every partial sum stays below 2**53 (DeviceConfig.validate checks the widths), and lets the
-weight sums run as BLAS matrix products. The per-step logic is vectorised over the batch and over all
+Integers throughout. For speed the hot path holds them in floating-point arrays, which is exact because
+every value and every partial sum stays below 2**53 in float64 (DeviceConfig.validate checks the widths)
+and below 2**24 in the float32 time loop (checked in GoldenModel.__init__), and lets the weight sums run
+as BLAS matrix products. The per-step logic is vectorised over the batch and over all
 perturbed copies of the network (2K for central differences), so there is no per-sample Python loop.
 
 Parameters are a list, one entry per weight layer, of augmented integer matrices [W | b] of shape
@@ -257,7 +258,7 @@ class GoldenModel:
         n_bits = 0
         for k in range(sp.directions):
             layers = range(cfg.n_layers) if sp.scope == "global" else [(sp.layer_start + k) % cfg.n_layers]
-            plan.append([(l, n_bits + 0) for l in layers])
+            plan.append(list(layers))
             for l in layers:
                 o, i = cfg.layer_shapes[l]
                 n_bits += (o + i + 1) * per_value
@@ -269,7 +270,7 @@ class GoldenModel:
         out, pos = [], 0
         for entry in plan:
             d = {}
-            for l, _ in entry:
+            for l in entry:
                 o, i = cfg.layer_shapes[l]
                 a = values[pos:pos + o]
                 b = values[pos + o:pos + o + i + 1]
