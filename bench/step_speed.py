@@ -1,0 +1,64 @@
+"""Step speed: milliseconds per training step of each backend on each task's default network and batch.
+
+    python bench/step_speed.py [--steps 300] [--out docs/results/step_speed.md]
+
+Times `backend.step` alone (no data loading, no test-grid evaluation), after 20 warm-up steps, on the
+same batches for every backend. The golden model must stay within 3x of the float weight-perturbation
+reference: integer exactness must not make it slow.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rfsnn.host.backends import BACKENDS
+from rfsnn.host.train import LR_DEFAULTS, TASK_DEFAULTS, Run, lr_at, settings_for
+
+
+def time_backend(task: str, backend: str, steps: int) -> float:
+    s = settings_for(task, backend=backend)
+    run = Run(s)
+    lr = LR_DEFAULTS[backend] if s.lr is None else s.lr
+    batches = run.data.batches(s.batch, np.random.default_rng(0), drop_last=True)
+    data = [next(batches) for _ in range(steps + 20)]
+    data = [(run.scaler.inputs(x), run.scaler.targets(u)) for x, u in data]
+    for i in range(20):
+        run.backend.step(*data[i], lr_at(s, lr, i), i)
+    t0 = time.perf_counter()
+    for i in range(20, steps + 20):
+        run.backend.step(*data[i], lr_at(s, lr, i), i)
+    return (time.perf_counter() - t0) / steps * 1e3
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--out", default="docs/results/step_speed.md")
+    a = p.parse_args(argv)
+    header = ("| task | network | K | batch | " + " | ".join(f"{b} ms/step" for b in BACKENDS)
+              + " | golden / float-wp |\n|---|---|---|---|" + "---|" * len(BACKENDS) + "---|")
+    print(header, flush=True)
+    lines = [header]
+    for task in TASK_DEFAULTS:
+        s = settings_for(task)
+        ms = {b: time_backend(task, b, a.steps) for b in BACKENDS}
+        line = (f"| {task} | {'x'.join(map(str, s.hidden))}, T={s.t_steps} | {s.directions} | {s.batch} | "
+                + " | ".join(f"{ms[b]:.2f}" for b in BACKENDS) + f" | {ms['golden'] / ms['float-wp']:.2f} |")
+        print(line, flush=True)
+        lines.append(line)
+    text = (f"# Training step speed\n\nMeasured with `python bench/step_speed.py --steps {a.steps}` on "
+            f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, Python {platform.python_version()}, "
+            f"NumPy {np.__version__}; one process.\n\n" + "\n".join(lines) + "\n")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(text)
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
