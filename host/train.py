@@ -121,29 +121,38 @@ def train(s: TrainSettings, out: Path | None = None, progress: bool = True) -> d
     t0 = time.perf_counter()
     bar = tqdm(range(s.steps), desc=f"{s.task}/{s.backend}", unit="step", disable=not progress,
                dynamic_ncols=True, mininterval=0.5)
-    for i in bar:
-        xb, ub = next(batches)
-        loss = run.backend.step(run.scaler.inputs(xb), run.scaler.targets(ub), lr_at(s, lr0, i), i)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss} at step {i}; lower --lr (now {lr0})")
-        history["step"].append(i)
-        history["loss"].append(loss)
-        if (i + 1) % every == 0 or i + 1 == s.steps:
-            err = run.test_error()
-            history["eval_step"].append(i + 1)
-            history["test_rel_l2"].append(err)
-            bar.set_postfix(loss=f"{loss:.2e}", test_rel_l2=f"{err:.4f}")
+    done, interrupted = 0, False
+    try:
+        for i in bar:
+            xb, ub = next(batches)
+            loss = run.backend.step(run.scaler.inputs(xb), run.scaler.targets(ub), lr_at(s, lr0, i), i)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at step {i}; lower --lr (now {lr0})")
+            history["step"].append(i)
+            history["loss"].append(loss)
+            done = i + 1
+            if done % every == 0 or done == s.steps:
+                err = run.test_error()
+                history["eval_step"].append(done)
+                history["test_rel_l2"].append(err)
+                bar.set_postfix(loss=f"{loss:.2e}", test_rel_l2=f"{err:.4f}")
+    except KeyboardInterrupt:  # keep what was trained: the run folder is still written, marked as cut short
+        interrupted = True
+        bar.close()
+        print(f"interrupted after {done} of {s.steps} steps; writing the run so far", flush=True)
     wall = time.perf_counter() - t0
     pred = run.predict(run.data.x_test)
     metrics = {
         "task": s.task,
         "backend": s.backend,
-        "steps": s.steps,
+        "steps": done,
+        "steps_planned": s.steps,
+        "interrupted": interrupted,
         "forward_passes": int(run.backend.forward_passes),
         "wall_s": round(wall, 2),
-        "steps_per_s": round(s.steps / wall, 1),
+        "steps_per_s": round(done / wall, 1) if wall else 0.0,
         "test_rel_l2": rel_l2(pred, run.data.u_test),
-        "final_train_loss": float(np.mean(history["loss"][-50:])),
+        "final_train_loss": float(np.mean(history["loss"][-50:])) if done else None,
         "lr": lr0,
         "params": run.cfg.n_params,
         "counters": run.backend.counters(),

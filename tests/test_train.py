@@ -79,3 +79,23 @@ def test_config_command_reports_cost(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["device"]["layers"] == [1, 64, 1]
     assert report["cost"]["weight_memory_bits"] == (64 * 2 + 65) * 16
+
+
+def test_interrupted_run_still_writes_its_folder(tmp_path, monkeypatch):
+    """Ctrl-C keeps what was trained: the folder is written and says the run was cut short."""
+    from rfsnn.host import backends
+
+    calls = {"n": 0}
+    real_step = backends.GoldenBackend.step
+
+    def step(self, *a):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt
+        return real_step(self, *a)
+
+    monkeypatch.setattr(backends.GoldenBackend, "step", step)
+    m = train(settings_for("poisson1d", steps=50), out=tmp_path / "run", progress=False)
+    assert m["interrupted"] and m["steps"] == 7 and m["steps_planned"] == 50
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 7
+    assert (tmp_path / "run" / "weights.npz").exists()
