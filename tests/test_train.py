@@ -68,7 +68,12 @@ def test_unknown_task_is_a_clear_error(capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("task", list(TASK_DEFAULTS))
 def test_default_golden_training_reaches_its_target(task):
-    """The defaults of each task reach the accuracy the project promises (seed 0)."""
+    """Regression guard: seed 0 of each task's default run stays within the project's accuracy bar.
+
+    Runs are deterministic, so this checks that nothing changed what training computes. Over 3 seeds
+    (docs/results/accuracy.md) the medians meet the bars for mexican-hat and poisson1d; reaction-diffusion
+    meets 0.08 on seed 0 only (median above the bar), which the accuracy table reports.
+    """
     targets = {"mexican-hat": 0.12, "poisson1d": 0.05, "reaction-diffusion": 0.08}
     m = train(settings_for(task), progress=False)
     assert m["test_rel_l2"] <= targets[task], m
