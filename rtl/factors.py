@@ -1,0 +1,97 @@
+"""Direction factors: draws a (per output neuron) and b (per input, bias last) of one direction from the
+noise stream, in the contract's order (docs/fixed-point.md section 5), into registers that the
+perturbed-read lanes index.
+
+`load` reseeds the stream (start of a step, or its replay for the update pass); each `start` then draws
+the next direction: every layer in ascending order (global scope) or only `layer` (layer-wise). Values
+are one bit (rademacher: 1 - 2 bit) or four bits (gauss4: popcount - 2), one stream bit per clock, so
+a direction of the 2-64-1 network takes 133 clocks (532 for gauss4), small beside its forward passes.
+"""
+from __future__ import annotations
+
+from amaranth import Array, Module, Mux, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from rfsnn.sim.config import DeviceConfig
+
+from .lfsr import NoiseLFSR
+from .perturb import FACTOR
+
+
+class DirectionFactors(wiring.Component):
+    def __init__(self, cfg: DeviceConfig):
+        self.cfg = cfg
+        ports = {
+            "seed": In(cfg.lfsr_width),
+            "load": In(1),
+            "start": In(1),
+            "gauss4": In(1),  # 0: rademacher
+            "layerwise": In(1),
+            "layer": In(range(cfg.n_layers)),
+            "busy": Out(1),
+        }
+        for l, (o, i) in enumerate(cfg.layer_shapes):
+            ports[f"a{l}"] = Out(data.ArrayLayout(FACTOR, o))
+            ports[f"b{l}"] = Out(data.ArrayLayout(FACTOR, i + 1))
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        m.submodules.lfsr = lfsr = NoiseLFSR(cfg.lfsr_width, cfg.lfsr_taps, lanes=1)
+        m.d.comb += [lfsr.seed.eq(self.seed), lfsr.load.eq(self.load)]
+
+        # One flat list of factor registers in stream order per layer: a then b.
+        slots = []  # (layer, first index into the flat list, count)
+        regs = []
+        for l, (o, i) in enumerate(cfg.layer_shapes):
+            slots.append((l, len(regs), o + i + 1))
+            regs += [getattr(self, f"a{l}")[n] for n in range(o)]
+            regs += [getattr(self, f"b{l}")[n] for n in range(i + 1)]
+        flat = Array(regs)
+
+        layer = Signal(range(cfg.n_layers + 1))
+        index = Signal(range(len(regs) + 1))  # position in the flat list
+        last = Signal(range(len(regs) + 1))  # one past this layer's last factor
+        bit_no = Signal(2)  # gauss4: which of the 4 bits
+        ones = Signal(3)  # gauss4: bits set so far
+        single = Signal()  # layer-wise: stop after one layer
+
+        firsts = Array([s[1] for s in slots] + [len(regs)])
+        ends = Array([s[1] + s[2] for s in slots] + [len(regs)])
+
+        bit = lfsr.bits.payload[0]
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start & ~self.load):
+                    start_layer = Mux(self.layerwise, self.layer, 0)
+                    m.d.sync += [
+                        single.eq(self.layerwise),
+                        layer.eq(start_layer),
+                        index.eq(firsts[start_layer]),
+                        last.eq(ends[start_layer]),
+                        bit_no.eq(0),
+                        ones.eq(0),
+                    ]
+                    m.next = "DRAW"
+            with m.State("DRAW"):
+                m.d.comb += [self.busy.eq(1), lfsr.bits.ready.eq(1)]
+                value_done = Signal()
+                with m.If(self.gauss4):
+                    m.d.comb += value_done.eq(bit_no == 3)
+                    m.d.sync += [bit_no.eq(bit_no + 1), ones.eq(ones + bit)]
+                    with m.If(value_done):
+                        m.d.sync += [flat[index].eq((ones + bit) - 2), ones.eq(0)]
+                with m.Else():
+                    m.d.comb += value_done.eq(1)
+                    m.d.sync += flat[index].eq(1 - 2 * bit)
+                with m.If(value_done):
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index + 1 == last):
+                        with m.If(single | (layer + 1 == cfg.n_layers)):
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.d.sync += [layer.eq(layer + 1), last.eq(ends[layer + 1])]
+        return m
+
