@@ -16,6 +16,7 @@ import numpy as np
 
 from rfsnn.sim.config import DeviceConfig
 
+from . import optim
 from .backends import BACKENDS, make_backend
 from .dataset import Dataset, Scaler
 from .problems import get_problem
@@ -36,7 +37,7 @@ class TrainSettings:
     directions: int = 4  # K
     sigma: float = 2.0**-6  # perturbation scale, real units (device: sigma * 2**w_frac LSBs)
     lr: float | None = None  # None: the backend's default (LR_DEFAULTS)
-    lr_schedule: str = "cosine"
+    lr_schedule: str = "cosine"  # constant | cosine | step (host.optim.lr_at)
     lr_floor: float = 0.05  # the cosine schedule ends at lr * lr_floor
     clip: float = 2.0**-9  # per-direction step limit, real weight units (golden; 8 LSBs at w_frac = 12)
     noise: str = "rademacher"
@@ -77,10 +78,7 @@ def settings_for(task: str, **overrides) -> TrainSettings:
 
 
 def lr_at(s: TrainSettings, lr: float, step: int) -> float:
-    if s.lr_schedule == "constant":
-        return lr
-    frac = step / max(1, s.steps)
-    return lr * (s.lr_floor + (1 - s.lr_floor) * 0.5 * (1 + math.cos(math.pi * frac)))
+    return optim.lr_at(step, max(1, s.steps), lr, s.lr_schedule, s.lr_floor)
 
 
 def rel_l2(pred: np.ndarray, ref: np.ndarray) -> float:
