@@ -1,11 +1,12 @@
 """rtl.lif.LIFLanes and rtl.fixed against the golden element-wise LIF step, in Amaranth's simulator."""
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from rfsnn.rtl.lif import LIFLanes
 from rfsnn.sim.config import DeviceConfig
 from rfsnn.sim.golden import lif_update
+
+from combsim import responses
 
 
 def vectors(cfg, n, rng):
@@ -32,22 +33,22 @@ def test_lanes_equal_golden(leak_shift, u_bits, lanes):
     u, cur = vectors(cfg, 600 * lanes, rng)
     exp_u, exp_s = lif_update(u, cur, cfg)
     dut = LIFLanes(cfg, lanes)
+
+    def drive(ctx, start):
+        for i in range(lanes):
+            ctx.set(dut.u[i], int(u[start + i]))
+            ctx.set(dut.cur[i], int(cur[start + i]))
+
+    def read(ctx):
+        return [(ctx.get(dut.u_next[i]), (ctx.get(dut.spike) >> i) & 1) for i in range(lanes)]
+
+    starts = range(0, len(u), lanes)
     mismatches = []
-
-    async def bench(ctx):
-        for start in range(0, len(u), lanes):
-            for i in range(lanes):
-                ctx.set(dut.u[i], int(u[start + i]))
-                ctx.set(dut.cur[i], int(cur[start + i]))
-            for i in range(lanes):
-                k = start + i
-                got = (ctx.get(dut.u_next[i]), (ctx.get(dut.spike) >> i) & 1)
-                if got != (int(exp_u[k]), int(exp_s[k])):
-                    mismatches.append((int(u[k]), int(cur[k]), got, (int(exp_u[k]), int(exp_s[k]))))
-
-    sim = Simulator(dut)
-    sim.add_testbench(bench)
-    sim.run()
+    for start, lanes_got in zip(starts, responses(dut, starts, drive, read)):
+        for i, got in enumerate(lanes_got):
+            k = start + i
+            if got != (int(exp_u[k]), int(exp_s[k])):
+                mismatches.append((int(u[k]), int(cur[k]), got, (int(exp_u[k]), int(exp_s[k]))))
     assert not mismatches, f"{len(mismatches)} mismatches, first (u, cur, got, expected): {mismatches[0]}"
     # The vectors must exercise both outcomes of the compare and both rails of the saturation.
     raw = u - (u >> leak_shift) + cur

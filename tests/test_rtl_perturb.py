@@ -1,11 +1,12 @@
 """rtl.perturb.PerturbedRead against golden.perturbed, for both noise kinds and the rails."""
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from rfsnn.rtl.perturb import PerturbedRead
 from rfsnn.sim.config import DeviceConfig
 from rfsnn.sim.golden import perturbed
+
+from combsim import responses
 
 
 @pytest.mark.parametrize("noise", ["rademacher", "gauss4"])
@@ -23,20 +24,15 @@ def test_equals_golden(noise):
     b = rng.choice(values, size=rows)
     sig = rng.choice([64, -64, 1, -1, 0, whi // 4, -(whi // 4)], size=rows)
     dut = PerturbedRead(cfg, lanes)
-    got = []
 
-    async def bench(ctx):
-        for r in range(rows):
-            for i in range(lanes):
-                ctx.set(dut.w[i], int(w[r, i]))
-                ctx.set(dut.a[i], int(a[r, i]))
-            ctx.set(dut.b, int(b[r]))
-            ctx.set(dut.signed_sigma, int(sig[r]))
-            got.append([ctx.get(dut.w_pert[i]) for i in range(lanes)])
+    def drive(ctx, r):
+        for i in range(lanes):
+            ctx.set(dut.w[i], int(w[r, i]))
+            ctx.set(dut.a[i], int(a[r, i]))
+        ctx.set(dut.b, int(b[r]))
+        ctx.set(dut.signed_sigma, int(sig[r]))
 
-    sim = Simulator(dut)
-    sim.add_testbench(bench)
-    sim.run()
+    got = responses(dut, range(rows), drive, lambda ctx: [ctx.get(dut.w_pert[i]) for i in range(lanes)])
     # golden.perturbed takes a whole [W | b] matrix: one output-neuron row per lane, one column per read row.
     for r in range(rows):
         expect = perturbed(w[r][:, None], a[r], np.array([b[r]]), int(sig[r]), cfg)[:, 0]

@@ -1,26 +1,12 @@
 """rtl.update (step unit, update lanes) against the golden step_value and apply_update."""
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from rfsnn.rtl.update import StepUnit, UpdateLanes, delta_bits
 from rfsnn.sim.config import DeviceConfig, StepParams
 from rfsnn.sim.golden import apply_update, step_value
 
-
-def simulate(dut, vectors, drive, read):
-    """Drive each input vector combinationally; return what `read` sees for each."""
-    out = []
-
-    async def bench(ctx):
-        for v in vectors:
-            drive(ctx, v)
-            out.append(read(ctx))
-
-    sim = Simulator(dut)
-    sim.add_testbench(bench)
-    sim.run()
-    return out
+from combsim import responses
 
 
 def test_step_unit_equals_golden():
@@ -43,7 +29,7 @@ def test_step_unit_equals_golden():
         ctx.set(dut.gain_shift, v[2])
         ctx.set(dut.clip, v[3])
 
-    got = simulate(dut, vectors, drive, lambda ctx: ctx.get(dut.step))
+    got = responses(dut, vectors, drive, lambda ctx: ctx.get(dut.step))
     for v, g in zip(vectors, got):
         sp = StepParams(seed=1, gain_mant=v[1], gain_shift=v[2], clip=v[3])
         assert g == step_value(v[0], sp), v
@@ -73,6 +59,6 @@ def test_update_lanes_equal_golden(lanes):
             ctx.set(dut.delta[i], int(delta[k]))
             ctx.set(dut.rnd[i], int(rnd[k]))
 
-    got = simulate(dut, vectors, drive, lambda ctx: [ctx.get(dut.w_new[i]) for i in range(lanes)])
+    got = responses(dut, vectors, drive, lambda ctx: [ctx.get(dut.w_new[i]) for i in range(lanes)])
     assert np.array_equal(np.concatenate(got), expect)
     assert (expect == wlo).any() and (expect == whi).any()  # both rails reached
