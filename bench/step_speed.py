@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from rfsnn.host.backends import BACKENDS
-from rfsnn.host.train import LR_DEFAULTS, TASK_DEFAULTS, Run, lr_at, settings_for
+from rfsnn.host.train import TASK_DEFAULTS, Run, lr_at, settings_for
 
 
 def time_backend(task: str, backend: str, steps: int) -> float:
     s = settings_for(task, backend=backend)
     run = Run(s)
-    lr = LR_DEFAULTS[backend] if s.lr is None else s.lr
+    lr = s.base_lr()
     batches = run.data.batches(s.batch, np.random.default_rng(0), drop_last=True)
     data = [next(batches) for _ in range(steps + 20)]
     data = [(run.scaler.inputs(x), run.scaler.targets(u)) for x, u in data]

@@ -52,7 +52,6 @@ class GoldenBackend(Backend):
         self.sigma_lsb = max(1, int(round(settings.sigma * (1 << cfg.w_frac))))
         self.clip = min(cfg.step_range[1], int(round(settings.clip * (1 << (cfg.w_frac + cfg.step_frac)))))
         self.seeds = np.random.default_rng([seed, 0x5EED])
-        self.forward_passes = 0
         self.train_counters = Counters()  # training only; evaluations on the test grid are not the device's work
 
     def step(self, x_dev, y_dev, lr, step_index):
@@ -66,9 +65,12 @@ class GoldenBackend(Backend):
                         scope=s.scope, layer_start=(step_index * s.directions) % cfg.n_layers,
                         stochastic_rounding=s.stochastic_rounding)
         self.params, res = self.model.train_step(self.params, x, y, sp)
-        self.forward_passes += res.counters.forward_passes
         self.train_counters.add(res.counters)
         return res.base_loss / float(1 << (2 * cfg.w_frac)) / len(x)
+
+    @property
+    def forward_passes(self) -> int:
+        return self.train_counters.forward_passes
 
     def predict_dev(self, x_dev):
         cfg = self.cfg

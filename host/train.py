@@ -9,7 +9,7 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,10 @@ class TrainSettings:
     n_train: int = 4096
     seed: int = 0
     eval_every: int = 0  # 0: about 20 checkpoints per run
+
+    def base_lr(self) -> float:
+        """The learning rate the schedule starts from: --lr, or the backend's default."""
+        return self.lr if self.lr is not None else LR_DEFAULTS[self.backend]
 
     def device_config(self, n_in: int) -> DeviceConfig:
         return DeviceConfig(layers=(n_in, *self.hidden, 1), t_steps=self.t_steps, leak_shift=self.leak_shift)
@@ -112,7 +116,7 @@ def train(s: TrainSettings, out: Path | None = None, progress: bool = True) -> d
     from tqdm import tqdm
 
     run = Run(s)
-    lr0 = s.lr if s.lr is not None else LR_DEFAULTS[s.backend]
+    lr0 = s.base_lr()
     every = s.eval_every or max(1, s.steps // 20)
     batches = run.data.batches(s.batch, np.random.default_rng([s.seed, 2]), drop_last=True)
     history = {"step": [], "loss": [], "eval_step": [], "test_rel_l2": []}

@@ -1,7 +1,7 @@
 """Fixed-point building blocks of the contract (docs/fixed-point.md), as Amaranth expressions."""
 from __future__ import annotations
 
-from amaranth import Mux, Value, signed
+from amaranth import Mux, Value
 
 
 def saturate(value: Value, bits: int) -> Value:

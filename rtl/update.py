@@ -41,8 +41,7 @@ class StepUnit(wiring.Component):
         product = self.loss_diff * self.gain_mant  # signed, loss_bits + 1 + gain_bits wide
         half = Const(1, 64) << (self.gain_shift - 1)[:6]  # gain_shift >= 1 (StepParams.validate)
         rounded = (product + half) >> self.gain_shift
-        clip = self.clip
-        m.d.comb += self.step.eq(Mux(rounded > clip, clip, Mux(rounded < -clip, -clip, rounded)))
+        m.d.comb += self.step.eq(Mux(rounded > self.clip, self.clip, Mux(rounded < -self.clip, -self.clip, rounded)))
         return m
 
 

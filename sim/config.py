@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Right-shifting Galois LFSRs with maximal-length (primitive) feedback polynomials. The mask has bit i set
 # when x^(i+1) is a term of the polynomial besides x^0; for 32 bits: x^32 + x^22 + x^2 + x + 1.

@@ -163,7 +163,8 @@ class GoldenModel:
     def _forward_counted(self, aug, x):
         """Forward pass of V network variants at once.
 
-        aug[l]: (V, n_out, n_in+1) float64 integers; x: (B, n0). Returns y (V, B, n_out) and counters.
+        aug[l]: (V, n_out, n_in+1) integers held in float64; x: (B, n0). The time loop runs in
+        self.loop_dtype (float32 where exact). Returns y (V, B, n_out) and counters.
         """
         cfg = self.cfg
         V, B = aug[0].shape[0], x.shape[0]

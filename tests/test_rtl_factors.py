@@ -1,5 +1,4 @@
 """rtl.factors.DirectionFactors: the factors of every direction equal the golden model's, also on replay."""
-import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
