@@ -6,11 +6,15 @@ perturbed-read lanes index.
 the next direction: every layer in ascending order (global scope) or only `layer` (layer-wise). Values
 are one bit (rademacher: 1 - 2 bit) or four bits (gauss4: popcount - 2), one stream bit per clock, so
 a direction of the 2-64-1 network takes 133 clocks (532 for gauss4), small beside its forward passes.
+
+Each value drawn is also announced on `drawn_*` (its flat index: layer by layer, a then b), so the
+learner can keep the K directions of a step for its update pass. While idle, the rest of the stream is
+offered on `rest` (the stochastic-rounding bits, which the contract places after every direction).
 """
 from __future__ import annotations
 
 from amaranth import Array, Module, Mux, Signal
-from amaranth.lib import data, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from rfsnn.sim.config import DeviceConfig
@@ -20,6 +24,19 @@ from .perturb import FACTOR
 
 
 class DirectionFactors(wiring.Component):
+    @staticmethod
+    def factors_per_direction(cfg: DeviceConfig) -> int:
+        return sum(o + i + 1 for o, i in cfg.layer_shapes)
+
+    @staticmethod
+    def slot_starts(cfg: DeviceConfig) -> list[int]:
+        """Flat index of a_l[0] for each layer l; b_l[j] is at start + n_out + j."""
+        starts, pos = [], 0
+        for o, i in cfg.layer_shapes:
+            starts.append(pos)
+            pos += o + i + 1
+        return starts
+
     def __init__(self, cfg: DeviceConfig):
         self.cfg = cfg
         ports = {
@@ -30,6 +47,10 @@ class DirectionFactors(wiring.Component):
             "layerwise": In(1),
             "layer": In(range(cfg.n_layers)),
             "busy": Out(1),
+            "drawn_valid": Out(1),
+            "drawn_index": Out(range(self.factors_per_direction(cfg))),
+            "drawn_value": Out(FACTOR),
+            "rest": Out(stream.Signature(1)),
         }
         for l, (o, i) in enumerate(cfg.layer_shapes):
             ports[f"a{l}"] = Out(data.ArrayLayout(FACTOR, o))
@@ -64,6 +85,7 @@ class DirectionFactors(wiring.Component):
         bit = lfsr.bits.payload[0]
         with m.FSM():
             with m.State("IDLE"):
+                m.d.comb += [self.rest.valid.eq(1), self.rest.payload.eq(bit), lfsr.bits.ready.eq(self.rest.ready)]
                 with m.If(self.start & ~self.load):
                     start_layer = Mux(self.layerwise, self.layer, 0)
                     m.d.sync += [
@@ -81,13 +103,14 @@ class DirectionFactors(wiring.Component):
                 with m.If(self.gauss4):
                     m.d.comb += value_done.eq(bit_no == 3)
                     m.d.sync += [bit_no.eq(bit_no + 1), ones.eq(ones + bit)]
+                    m.d.comb += self.drawn_value.eq((ones + bit) - 2)
                     with m.If(value_done):
-                        m.d.sync += [flat[index].eq((ones + bit) - 2), ones.eq(0)]
+                        m.d.sync += ones.eq(0)
                 with m.Else():
-                    m.d.comb += value_done.eq(1)
-                    m.d.sync += flat[index].eq(1 - 2 * bit)
+                    m.d.comb += [value_done.eq(1), self.drawn_value.eq(1 - 2 * bit)]
+                m.d.comb += [self.drawn_valid.eq(value_done), self.drawn_index.eq(index)]
                 with m.If(value_done):
-                    m.d.sync += index.eq(index + 1)
+                    m.d.sync += [flat[index].eq(self.drawn_value), index.eq(index + 1)]
                     with m.If(index + 1 == last):
                         with m.If(single | (layer + 1 == cfg.n_layers)):
                             m.next = "IDLE"
