@@ -9,14 +9,23 @@ holds N weights of one presynaptic input j for N consecutive output neurons (wor
 A[c*N + n, j]), so one read feeds the N neurons of chunk c for all S samples of a group at once.
 Batches run in groups of S samples.
 
-A forward pass over a group (one hidden LIF layer, then the readout):
+A forward pass over a group:
   IN    input currents, once per sample: for each chunk c, for j in inputs + bias:
-        acc += w'(j, c) * x[s, j]; then I = sat_u(rsr(acc, x_frac) + b') -> current RAM; U, counts := 0
+        acc += w'(j, c) * x[s, j]; then I = sat_u(rsr(acc, x_frac) + b') -> current RAM
         (P multipliers; (n0 + 1) words per chunk).
-  TICK  T time steps x chunks: U, I, count -> LIFLanes -> U, count + spike; one chunk per clock.
-  OUT   readout from the spike counts: for each output chunk, for j in hidden + bias:
+  then for each time step t:
+  TICK  first hidden layer: U, I -> LIFLanes -> U, one chunk per clock. Chunks with a spike (in a
+        sample of the batch) are appended to an event list. With one hidden layer the time steps
+        follow each other without a gap.
+  EVh   hidden layer h >= 1, event-driven: for each chunk c, replay the event list of layer h-1, one
+        spiking presynaptic neuron j per clock: acc[s, n] += w'(j, c) in the sample lanes s where j
+        spiked; then the bias word, I = sat_u(acc + b'), and the LIF update of chunk c. A silent
+        neuron costs nothing: the layer's cost follows the spikes of the layer before, not its width.
+  The last hidden layer also counts its spikes per neuron and sample (count RAM).
+  OUT   readout from the counts: for each output chunk, for j in last hidden + bias:
         acc += w'(j, c) * count[s, j] (the same P multipliers); y = sat_y(rsr(acc, log2 T) + b').
   LOSS  y -> output RAM; (y - target)^2 into the loss accumulator, one pair per clock.
+Membranes and counts need no clearing: at t = 0 the update reads 0 instead of the RAM.
 w' = sat_w(w + sign * sigma * a_i * b_j) is formed as each word is read (PerturbedRead); nothing
 perturbed is stored.
 
@@ -28,8 +37,6 @@ delta = sum_k step_k a_k[i] b_k[j] (one direction per clock from the cache), r =
 stream bits (the LFSR simply continues past the directions, as the contract orders), and
 w <- sat_w(w - ((delta + r) >> step_frac)) (UpdateLanes).
 
-Deeper networks (a second hidden layer, fed by spike events) are not built yet: the constructor
-refuses them with a ConfigError.
 """
 from __future__ import annotations
 
@@ -53,14 +60,7 @@ from .update import StepUnit, UpdateLanes, delta_bits
 
 class Learner(wiring.Component):
     def __init__(self, cfg: DeviceConfig, neuron_lanes: int = 1, sample_lanes: int = 8):
-        if cfg.n_layers != 2:
-            raise ConfigError(f"the learner gateware builds one hidden LIF layer and a readout; {cfg.layers} "
-                              "needs the event-driven hidden-layer path, which is not built yet")
-        if neuron_lanes < 1 or sample_lanes < 1 or sample_lanes & (sample_lanes - 1):
-            raise ConfigError(f"lanes: neuron_lanes >= 1 and sample_lanes a power of two, got "
-                              f"{neuron_lanes} x {sample_lanes}")
-        if cfg.t_shift + 2 > cfg.x_bits:
-            raise ConfigError("spike counts must fit the multiplier's x_bits operand")
+        self.check_lanes(cfg, neuron_lanes, sample_lanes)
         self.cfg, self.N, self.S = cfg, neuron_lanes, sample_lanes
         self.P = neuron_lanes * sample_lanes
         self.chunks = [math.ceil(o / neuron_lanes) for o, _ in cfg.layer_shapes]
@@ -72,12 +72,24 @@ class Learner(wiring.Component):
             "busy": Out(1),
         })
 
+    @staticmethod
+    def check_lanes(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int) -> None:
+        """Refuse a build this gateware cannot make, before anything is elaborated."""
+        if neuron_lanes < 1 or sample_lanes < 1 or sample_lanes & (sample_lanes - 1):
+            raise ConfigError(f"lanes: neuron_lanes >= 1 and sample_lanes a power of two, got "
+                              f"{neuron_lanes} x {sample_lanes}")
+        if cfg.t_shift + 2 > cfg.x_bits:
+            raise ConfigError("spike counts must fit the multiplier's x_bits operand")
+
     def elaborate(self, platform):
         m = Module()
         cfg, N, S, P = self.cfg, self.N, self.S, self.P
-        (n1, n0), (nL, _) = cfg.layer_shapes
-        C0, C1 = self.chunks
         L = cfg.n_layers
+        H = L - 1  # hidden LIF layers; hidden h is fed by weight layer h, the readout by weight layer H
+        widths = cfg.layers  # widths[h + 1] is hidden h
+        n0, nL, n_last = widths[0], widths[-1], widths[-2]
+        Ch = self.chunks  # Ch[h]: chunks of the outputs of weight layer h
+        C0, CR = Ch[0], Ch[H]
         F = cfg.step_frac
         KMAX = cfg.max_directions
         FPD = DirectionFactors.factors_per_direction(cfg)
@@ -108,12 +120,21 @@ class Learner(wiring.Component):
         x_wr, t_wr, y_wr = x_mem.write_port(granularity=1), t_mem.write_port(granularity=1), y_mem.write_port()
         x_rd, t_rd, y_rd = x_mem.read_port(), t_mem.read_port(), y_mem.read_port()
         u_word = data.ArrayLayout(signed(cfg.u_bits), P)
-        i_mem, u_mem = mem("i_mem", u_word, C0), mem("u_mem", u_word, C0)
-        n_mem = mem("count_mem", data.ArrayLayout(unsigned(cbits), P), C0)
-        i_wr, u_wr, n_wr = i_mem.write_port(), u_mem.write_port(), n_mem.write_port()
-        i_rd = i_mem.read_port()
+        i_mem = mem("i_mem", u_word, C0)  # input currents of the first hidden layer
+        i_wr, i_rd = i_mem.write_port(), i_mem.read_port()
+        u_mem = [mem(f"u{h}_mem", u_word, Ch[h]) for h in range(H)]  # membranes
+        u_wr = [mm.write_port() for mm in u_mem]
         # Transparent: with a single chunk, a membrane is read in the clock its last update is written.
-        u_rd, n_rd = u_mem.read_port(transparent_for=(u_wr,)), n_mem.read_port(transparent_for=(n_wr,))
+        u_rd = [mm.read_port(transparent_for=(wp,)) for mm, wp in zip(u_mem, u_wr)]
+        n_mem = mem("count_mem", data.ArrayLayout(unsigned(cbits), P), Ch[H - 1])  # spike counts, last hidden
+        n_wr = n_mem.write_port()
+        n_rd = n_mem.read_port(transparent_for=(n_wr,))
+        # Event lists: the chunks of hidden layer h (h < H-1) that spiked in this time step, compacted
+        # (silent chunks are not stored, so the next layer's cost follows the spikes, not the width).
+        ev_layout = [data.StructLayout({"chunk": range(Ch[h]), "bits": P}) for h in range(H)]
+        ev_mem = [mem(f"events{h}_mem", ev_layout[h], Ch[h]) for h in range(H - 1)]
+        ev_wr = [mm.write_port() for mm in ev_mem]
+        ev_rd = [mm.read_port(transparent_for=(wp,)) for mm, wp in zip(ev_mem, ev_wr)]
         f_mem = mem("factor_cache", FACTOR, KMAX * FPD)
         f_wr, fa_rd, fb_rd = f_mem.write_port(), f_mem.read_port(), f_mem.read_port()
         loss_mem = mem("loss_mem", unsigned(cfg.loss_bits), 2 * KMAX + 1)
@@ -136,8 +157,9 @@ class Learner(wiring.Component):
 
         # ---- counters ---------------------------------------------------------------------------------
         cycles_busy, cycles_last = Signal(64), Signal(64)
-        synops, spikes = Signal(64), Signal(64)
-        counters = [cycles_busy, cycles_last, synops, spikes]
+        synops = Signal(64)
+        spikes = [Signal(64, name=f"spikes{h}") for h in range(H)]
+        counters = [cycles_busy, cycles_last, synops] + spikes
         assert [Counter.CYCLES_BUSY, Counter.CYCLES_LAST, Counter.SYNAPTIC_OPS, Counter.SPIKES] == [0, 1, 2, 3]
 
         # ---- response register ------------------------------------------------------------------------
@@ -153,7 +175,7 @@ class Learner(wiring.Component):
 
         # ---- canonical parameter walker (host access and the update pass) -----------------------------
         wl = Signal(range(L))  # layer
-        wi, wj = Signal(range(max(n1, nL) + 1)), Signal(range(max(n0, n1) + 2))  # row (output), column
+        wi, wj = Signal(range(max(widths[1:]) + 1)), Signal(range(max(widths[:-1]) + 2))  # row (output), column
         wchunk, wlane = Signal(range(max(self.chunks) + 1)), Signal(range(N))
         waddr = Signal(range(max((i + 1) * c for (o, i), c in zip(cfg.layer_shapes, self.chunks)) + 1))
         wdone = Signal()
@@ -207,16 +229,26 @@ class Learner(wiring.Component):
         g_base = Signal(range(cfg.max_batch + S + 1))
         gx, gy = Signal(range(self.groups * n0 + 1)), Signal(range(self.groups * nL + 1))
         lane_valid = [g_base + s < batch for s in range(S)]
-        c = Signal(range(max(C0, C1) + 1))  # chunk being issued
-        j = Signal(range(max(n0, n1) + 2))  # input column being issued
+        c = Signal(range(max(Ch) + 1))  # chunk being issued
+        j = Signal(range(max(widths[:-1]) + 2))  # input column being issued
         wa = Signal(waddr.shape())
         xa = Signal(range(self.groups * n0 + 1))
-        jc, jn = Signal(range(C0 + 1)), Signal(range(N))  # hidden neuron j = jc * N + jn (counts)
-        t = Signal(range(cfg.t_steps))
-        # the MAC pipeline's second stage (data of the words issued last clock)
-        v_d, last_d, out_d = Signal(), Signal(), Signal()
+        jc, jn = Signal(range(Ch[H - 1] + 1)), Signal(range(N))  # last-hidden neuron j = jc * N + jn (counts)
+        t = Signal(range(cfg.t_steps + 1))
+        # event replay (hidden layers >= 1): entry e of the previous layer's list, and the neurons of the
+        # entry in hand that are still to be sent
+        e = Signal(range(max(Ch) + 1))
+        n_events = [Signal(range(Ch[h] + 1), name=f"n_events{h}") for h in range(H)]
+        pend, pend_chunk, pend_any = Signal(P), Signal(range(max(Ch))), Signal()
+        # Second pipeline stage: the item issued last clock, whose RAM words are on the read ports now.
+        mac_d, last_d, out_d = Signal(), Signal(), Signal()  # input-current / readout multiply-accumulate
+        lif0_d = Signal()  # LIF update of first-hidden-layer chunk c_d from its stored current
+        ev_d, evb_d = Signal(), Signal()  # event: masked weight-row add; event-layer bias + LIF update
+        pl_d = Signal(range(L))  # weight layer of the item
+        hl_d = Signal(range(H))  # hidden layer of a LIF item
         c_d, j_d, jn_d = Signal.like(c), Signal.like(j), Signal.like(jn)
-        tv_d, tc_d = Signal(), Signal(range(C0))
+        mask_d = Signal(S)  # event: the sample lanes in which presynaptic neuron j_d spiked
+        first_d = Signal()  # t == 0: the membrane and the count start from 0
 
         # signed sigma per layer: perturbed layers only
         sig = Signal(signed(cfg.w_bits + 1))
@@ -233,25 +265,26 @@ class Learner(wiring.Component):
         def b_of(l):
             return Array([getattr(fac, f"b{l}")[k] for k in range(cfg.layer_shapes[l][1] + 1)])
 
-        a0, a1, b0, b1 = a_chunks(0), a_chunks(1), b_of(0), b_of(1)
-        with m.If(out_d):
-            m.d.comb += [pert.w.eq(w_rd[1].data), pert.a.eq(a1[c_d]), pert.b.eq(b1[j_d]),
-                         pert.signed_sigma.eq(ss[1])]
-        with m.Else():
-            m.d.comb += [pert.w.eq(w_rd[0].data), pert.a.eq(a0[c_d]), pert.b.eq(b0[j_d]),
-                         pert.signed_sigma.eq(ss[0])]
+        with m.Switch(pl_d):
+            for l in range(L):
+                with m.Case(l):
+                    m.d.comb += [pert.w.eq(w_rd[l].data), pert.a.eq(a_chunks(l)[c_d]), pert.b.eq(b_of(l)[j_d]),
+                                 pert.signed_sigma.eq(ss[l])]
 
         acc_bits = 1 + max(cfg.x_bits + cfg.w_bits + math.ceil(math.log2(n0 + 1)),
-                           cfg.w_bits + cbits + 1 + math.ceil(math.log2(n1 + 1)))
+                           cfg.w_bits + cbits + 1 + math.ceil(math.log2(n_last + 1)),
+                           cfg.w_bits + 1 + math.ceil(math.log2(max(widths[1:-1]) + 1)))
         acc = [Signal(signed(acc_bits), name=f"acc{p}") for p in range(P)]
-        cur_word = Signal(u_word)
+        cur_word = Signal(u_word)  # input-layer currents of a chunk
+        ev_cur = Signal(u_word)  # event-layer currents of a chunk
         yreg = Signal(data.ArrayLayout(signed(cfg.y_bits), P))
         for p in range(P):
             s, n = divmod(p, N)
-            count = Array([n_rd.data[s * N + k] for k in range(N)])[jn_d]  # hidden neuron j_d, sample s
+            count = Array([n_rd.data[s * N + k] for k in range(N)])[jn_d]  # last-hidden neuron j_d, sample s
             prod = pert.w_pert[n] * Mux(out_d, Cat(count, C(0, 1)).as_signed(), x_rd.data[s])
-            m.d.comb += cur_word[p].eq(saturate(rshift_round(acc[p], cfg.x_frac) + pert.w_pert[n], cfg.u_bits))
-            with m.If(v_d):
+            m.d.comb += [cur_word[p].eq(saturate(rshift_round(acc[p], cfg.x_frac) + pert.w_pert[n], cfg.u_bits)),
+                         ev_cur[p].eq(saturate(acc[p] + pert.w_pert[n], cfg.u_bits))]
+            with m.If(mac_d):
                 with m.If(last_d):
                     m.d.sync += acc[p].eq(0)
                     with m.If(out_d):
@@ -259,19 +292,36 @@ class Learner(wiring.Component):
                                                         cfg.y_bits))
                 with m.Else():
                     m.d.sync += acc[p].eq(acc[p] + prod)
-        with m.If(v_d & last_d & ~out_d):  # a chunk's input currents are complete: store, reset the neurons
-            m.d.comb += [i_wr.addr.eq(c_d), i_wr.data.eq(cur_word), i_wr.en.eq(1),
-                         u_wr.addr.eq(c_d), u_wr.data.eq(0), u_wr.en.eq(1),
-                         n_wr.addr.eq(c_d), n_wr.data.eq(0), n_wr.en.eq(1)]
+            with m.If(ev_d & mask_d[s]):
+                m.d.sync += acc[p].eq(acc[p] + pert.w_pert[n])
+            with m.If(evb_d):
+                m.d.sync += acc[p].eq(0)
+        with m.If(mac_d & last_d & ~out_d):  # a chunk's input currents are complete
+            m.d.comb += [i_wr.addr.eq(c_d), i_wr.data.eq(cur_word), i_wr.en.eq(1)]
 
-        # ---- TICK stage: LIF update of the chunk read last clock ------------------------------------------
-        m.d.comb += [lif.u.eq(u_rd.data), lif.cur.eq(i_rd.data)]
-        with m.If(tv_d):
-            m.d.comb += [u_wr.addr.eq(tc_d), u_wr.data.eq(lif.u_next), u_wr.en.eq(1),
-                         n_wr.addr.eq(tc_d), n_wr.en.eq(1)]
-            m.d.comb += [n_wr.data[p].eq(n_rd.data[p] + lif.spike[p]) for p in range(P)]
-            fired = sum(lif.spike[p] & lane_valid[p // N] for p in range(P))
-            m.d.sync += [spikes.eq(spikes + fired), synops.eq(synops + fired * nL)]
+        # ---- LIF stage: a chunk of hidden layer hl_d, its current from the current RAM or the events -----
+        with m.Switch(hl_d):
+            for h in range(H):
+                with m.Case(h):
+                    m.d.comb += lif.u.eq(Mux(first_d, 0, u_rd[h].data.as_value()))
+        m.d.comb += lif.cur.eq(Mux(lif0_d, i_rd.data.as_value(), ev_cur.as_value()))
+        fired_bits = Cat(*[lif.spike[p] & lane_valid[p // N] for p in range(P)])  # samples of the batch only
+        fired = sum(fired_bits[p] for p in range(P))
+        with m.If(lif0_d | evb_d):
+            with m.Switch(hl_d):
+                for h in range(H):
+                    with m.Case(h):
+                        m.d.comb += [u_wr[h].addr.eq(c_d), u_wr[h].data.eq(lif.u_next), u_wr[h].en.eq(1)]
+                        m.d.sync += [spikes[h].eq(spikes[h] + fired), synops.eq(synops + fired * widths[h + 2])]
+                        if h == H - 1:
+                            m.d.comb += [n_wr.addr.eq(c_d), n_wr.en.eq(1)]
+                            m.d.comb += [n_wr.data[p].eq(Mux(first_d, 0, n_rd.data[p]) + lif.spike[p])
+                                         for p in range(P)]
+                        else:
+                            with m.If(fired_bits.any()):
+                                m.d.comb += [ev_wr[h].addr.eq(n_events[h]), ev_wr[h].en.eq(1),
+                                             ev_wr[h].data.chunk.eq(c_d), ev_wr[h].data.bits.eq(fired_bits)]
+                                m.d.sync += n_events[h].eq(n_events[h] + 1)
 
         # ---- loss stage ---------------------------------------------------------------------------------
         ln = Signal(range(N))  # output lane within the chunk
@@ -315,6 +365,15 @@ class Learner(wiring.Component):
         def start_pass():
             m.d.sync += [g_base.eq(0), gx.eq(0), gy.eq(0), c.eq(0), j.eq(0), wa.eq(0), xa.eq(0)]
             m.d.comb += lossacc.clear.eq(1)
+
+        def readout_start():
+            m.d.sync += [c.eq(0), j.eq(0), wa.eq(0), jc.eq(0), jn.eq(0), lo.eq(0)]
+            m.next = "OUT"
+
+        def start_event_layer(h):
+            m.d.comb += ev_rd[h - 1].addr.eq(0)  # the first entry's data arrives as the layer starts
+            m.d.sync += [c.eq(0), e.eq(0), pend_any.eq(0), n_events[h].eq(0)]
+            m.next = f"EV{h}"
 
         read_kind = Signal(3)  # CMD_READ: 0 param, 1 output, 2 loss, 3 step
         with m.FSM():
@@ -442,9 +501,9 @@ class Learner(wiring.Component):
                 m.next = "IDLE"
 
             # -- one forward pass over the batch, group by group ------------------------------------------
-            with m.State("IN"):
+            with m.State("IN"):  # input currents of chunk c: inputs j = 0..n0-1, then the bias
                 m.d.comb += [running.eq(1), w_rd[0].addr.eq(wa), x_rd.addr.eq(xa)]
-                m.d.sync += [v_d.eq(1), last_d.eq(j == n0), out_d.eq(0), c_d.eq(c), j_d.eq(j)]
+                m.d.sync += [mac_d.eq(1), last_d.eq(j == n0), out_d.eq(0), pl_d.eq(0), c_d.eq(c), j_d.eq(j)]
                 with m.If(j == n0):
                     m.d.sync += [j.eq(0), xa.eq(gx), c.eq(c + 1), wa.eq(c + 1)]
                     with m.If(c == C0 - 1):
@@ -453,35 +512,92 @@ class Learner(wiring.Component):
                     m.d.sync += [j.eq(j + 1), xa.eq(xa + 1), wa.eq(wa + C0)]
             with m.State("IN_DRAIN"):
                 m.d.comb += running.eq(1)
-                m.d.sync += [v_d.eq(0), c.eq(0), t.eq(0)]
+                m.d.sync += [mac_d.eq(0), c.eq(0), t.eq(0), n_events[0].eq(0)]
                 m.next = "TICK"
-            with m.State("TICK"):
-                m.d.comb += [running.eq(1), u_rd.addr.eq(c), i_rd.addr.eq(c), n_rd.addr.eq(c)]
-                m.d.sync += [tv_d.eq(1), tc_d.eq(c)]
+            with m.State("TICK"):  # first hidden layer, time step t, chunk c
+                m.d.comb += [running.eq(1), u_rd[0].addr.eq(c), i_rd.addr.eq(c)]
+                if H == 1:
+                    m.d.comb += n_rd.addr.eq(c)
+                m.d.sync += [lif0_d.eq(1), hl_d.eq(0), c_d.eq(c), first_d.eq(t == 0)]
                 with m.If(c == C0 - 1):
-                    m.d.sync += [c.eq(0), t.eq(t + 1)]
-                    with m.If(t == cfg.t_steps - 1):
+                    m.d.sync += c.eq(0)
+                    if H == 1:  # one hidden layer: its time steps follow each other without a gap
+                        m.d.sync += t.eq(t + 1)
+                        with m.If(t == cfg.t_steps - 1):
+                            m.next = "TICK_DRAIN"
+                    else:
                         m.next = "TICK_DRAIN"
                 with m.Else():
                     m.d.sync += c.eq(c + 1)
             with m.State("TICK_DRAIN"):
                 m.d.comb += running.eq(1)
-                m.d.sync += [tv_d.eq(0), c.eq(0), j.eq(0), wa.eq(0), jc.eq(0), jn.eq(0), lo.eq(0)]
-                m.next = "OUT"
-            with m.State("OUT"):  # readout of output chunk c
-                m.d.comb += [running.eq(1), w_rd[1].addr.eq(wa), n_rd.addr.eq(jc)]
-                m.d.sync += [v_d.eq(1), last_d.eq(j == n1), out_d.eq(1), c_d.eq(c), j_d.eq(j), jn_d.eq(jn)]
-                with m.If(j == n1):
+                m.d.sync += lif0_d.eq(0)
+                if H == 1:
+                    readout_start()
+                else:
+                    start_event_layer(1)
+            for h in range(1, H):
+                # Hidden layer h, chunk c: replay the events of layer h-1 (one presynaptic neuron per clock:
+                # its weight word is added in the sample lanes where it spiked), then the bias word and the
+                # LIF update. Each list entry is a chunk with spikes; its neurons are sent lowest first.
+                evr, n_prev = ev_rd[h - 1], widths[h]
+                with m.State(f"EV{h}"):
+                    m.d.comb += running.eq(1)
+                    src_bits = Mux(pend_any, pend, evr.data.bits)
+                    src_chunk = Mux(pend_any, pend_chunk, evr.data.chunk)
+                    have = pend_any | (e < n_events[h - 1])
+                    nsel = Signal(range(N), name=f"ev{h}_neuron")
+                    for n in reversed(range(N)):
+                        with m.If(Cat(*[src_bits[s * N + n] for s in range(S)]).any()):
+                            m.d.comb += nsel.eq(n)
+                    mask = Cat(*[Array([src_bits[s * N + k] for k in range(N)])[nsel] for s in range(S)])
+                    rest = Cat(*[src_bits[p] & (nsel != p % N) for p in range(P)])
+                    j_ev = src_chunk * N + nsel
+                    m.d.comb += evr.addr.eq(e)
+                    with m.If(have):
+                        m.d.comb += w_rd[h].addr.eq(j_ev * Ch[h] + c)
+                        m.d.sync += [ev_d.eq(1), evb_d.eq(0), pl_d.eq(h), c_d.eq(c), j_d.eq(j_ev), mask_d.eq(mask),
+                                     pend.eq(rest), pend_chunk.eq(src_chunk), pend_any.eq(rest.any())]
+                        with m.If(~pend_any):  # the fetched entry was taken: fetch the next
+                            m.d.sync += e.eq(e + 1)
+                            m.d.comb += evr.addr.eq(e + 1)
+                    with m.Else():
+                        m.d.comb += [w_rd[h].addr.eq(n_prev * Ch[h] + c), u_rd[h].addr.eq(c), evr.addr.eq(0)]
+                        if h == H - 1:
+                            m.d.comb += n_rd.addr.eq(c)
+                        m.d.sync += [ev_d.eq(0), evb_d.eq(1), pl_d.eq(h), hl_d.eq(h), c_d.eq(c), j_d.eq(n_prev),
+                                     first_d.eq(t == 0), e.eq(0)]
+                        with m.If(c == Ch[h] - 1):
+                            m.next = f"EV{h}_DRAIN"
+                        with m.Else():
+                            m.d.sync += c.eq(c + 1)
+                with m.State(f"EV{h}_DRAIN"):
+                    m.d.comb += running.eq(1)
+                    m.d.sync += [ev_d.eq(0), evb_d.eq(0)]
+                    if h < H - 1:
+                        start_event_layer(h + 1)
+                    else:
+                        m.d.sync += t.eq(t + 1)
+                        with m.If(t == cfg.t_steps - 1):
+                            readout_start()
+                        with m.Else():
+                            m.d.sync += [c.eq(0), n_events[0].eq(0)]
+                            m.next = "TICK"
+            with m.State("OUT"):  # readout of output chunk c from the spike counts of the last hidden layer
+                m.d.comb += [running.eq(1), w_rd[H].addr.eq(wa), n_rd.addr.eq(jc)]
+                m.d.sync += [mac_d.eq(1), last_d.eq(j == n_last), out_d.eq(1), pl_d.eq(H), c_d.eq(c), j_d.eq(j),
+                             jn_d.eq(jn)]
+                with m.If(j == n_last):
                     m.next = "OUT_DRAIN"
                 with m.Else():
-                    m.d.sync += [j.eq(j + 1), wa.eq(wa + C1)]
+                    m.d.sync += [j.eq(j + 1), wa.eq(wa + CR)]
                     with m.If(jn == N - 1):
                         m.d.sync += [jn.eq(0), jc.eq(jc + 1)]
                     with m.Else():
                         m.d.sync += jn.eq(jn + 1)
             with m.State("OUT_DRAIN"):
                 m.d.comb += running.eq(1)
-                m.d.sync += [v_d.eq(0), ln.eq(0)]
+                m.d.sync += [mac_d.eq(0), ln.eq(0)]
                 m.next = "LOSS_ISSUE"
             with m.State("LOSS_ISSUE"):  # output lo = c * N + ln: store y, fetch the targets
                 m.d.comb += [running.eq(1), t_rd.addr.eq(gy + lo), y_wr.addr.eq(gy + lo), y_wr.en.eq(1)]
@@ -494,7 +610,7 @@ class Learner(wiring.Component):
                 with m.If(ls == S - 1):
                     m.d.sync += [ln.eq(ln + 1), lo.eq(lo + 1)]
                     with m.If((ln == N - 1) | (lo == nL - 1)):  # chunk done
-                        with m.If(c == C1 - 1):
+                        with m.If(c == CR - 1):
                             m.next = "GROUP_END"
                         with m.Else():
                             m.d.sync += [c.eq(c + 1), j.eq(0), wa.eq(c + 1), jc.eq(0), jn.eq(0)]

@@ -22,6 +22,10 @@ CASES = [  # layers, neuron lanes, sample lanes, batch, step parameters (beyond 
     ((1, 5, 3), 3, 2, 7, dict(directions=2, scope="layerwise", stochastic_rounding=False)),
     ((2, 4, 2), 4, 1, 3, dict(directions=4, noise="gauss4", scope="layerwise", layer_start=1)),
     ((2, 3, 1), 8, 2, 16, dict(directions=1, difference="forward", stochastic_rounding=False)),
+    # two and three hidden layers: the event-driven path
+    ((2, 6, 5, 1), 1, 4, 6, dict(directions=2)),
+    ((2, 6, 5, 1), 2, 2, 5, dict(directions=2, noise="gauss4", scope="layerwise", layer_start=2)),
+    ((1, 4, 7, 3, 2), 3, 2, 7, dict(directions=3, difference="forward", stochastic_rounding=False)),
 ]
 
 
@@ -84,9 +88,8 @@ def test_commands_refuse_out_of_range_values():
     assert all(v == Status.RANGE for v in seen.values()), seen
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_unbuildable_lanes_are_refused():
     from rfsnn.rtl.learner import Learner
 
     with pytest.raises(ConfigError, match="power of two"):
-        Learner(DeviceConfig(), 1, 3)
+        Learner.check_lanes(DeviceConfig(), 1, 3)
