@@ -4,7 +4,7 @@
   here as one combinational multiply and barrel shift (the reference form); the core can time-share a
   multiplier since it runs once per direction, not per weight.
 - UpdateLanes: w <- sat_w(w - ((delta + r) >> step_frac)) for `lanes` weights per clock, where
-  delta = sum_k step_k v_k was accumulated while the noise stream was replayed and r is the
+  delta = sum_k step_k v_k was accumulated from the step's direction factors and r is the
   stochastic-rounding draw (or 2**(step_frac-1) for round half up).
 """
 from __future__ import annotations
