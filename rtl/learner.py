@@ -156,9 +156,10 @@ class Learner(wiring.Component):
         layerwise, sr = mode[2], mode[3]
 
         # ---- counters ---------------------------------------------------------------------------------
-        cycles_busy, cycles_last = Signal(64), Signal(64)
-        synops = Signal(64)
-        spikes = [Signal(64, name=f"spikes{h}") for h in range(H)]
+        # 48 bits: 65 days of clocks at 50 MHz, and half the carry chains of 64
+        cycles_busy, cycles_last = Signal(48), Signal(48)
+        synops = Signal(48)
+        spikes = [Signal(48, name=f"spikes{h}") for h in range(H)]
         counters = [cycles_busy, cycles_last, synops] + spikes
         assert [Counter.CYCLES_BUSY, Counter.CYCLES_LAST, Counter.SYNAPTIC_OPS, Counter.SPIKES] == [0, 1, 2, 3]
 
@@ -355,7 +356,10 @@ class Learner(wiring.Component):
 
         # ---- sequencer ----------------------------------------------------------------------------------
         op, index, value = self.cmd.payload.op, self.cmd.payload.index, self.cmd.payload.data
-        svalue = value.as_signed()
+
+        def fits_signed(bits):  # value (64-bit two's complement) is in Q(bits): no wide comparator needed
+            top = value[bits - 1:]
+            return (top == 0) | (top == (1 << (64 - bits + 1)) - 1)
         info = Array([C(v, 64) for v in self.info])
         running = Signal()
         with m.If(running):
@@ -403,8 +407,7 @@ class Learner(wiring.Component):
                             walker_reset()
                             respond()
                         with m.Case(Op.PARAM_WRITE):
-                            lo_w, hi_w = cfg.w_range
-                            with m.If(wdone | (svalue < lo_w) | (svalue > hi_w)):
+                            with m.If(wdone | ~fits_signed(cfg.w_bits)):
                                 respond(status=Status.RANGE)
                             with m.Else():
                                 write_walker_weight(value[:cfg.w_bits])
@@ -417,16 +420,14 @@ class Learner(wiring.Component):
                                 m.d.sync += read_kind.eq(0)
                                 m.next = "CMD_READ"
                         with m.Case(Op.SAMPLE_SEEK):
-                            with m.If(value < cfg.max_batch):
+                            with m.If((value[sb.shape().width:] == 0) & (value[:sb.shape().width] < cfg.max_batch)):
                                 m.d.sync += [sb.eq(value), sf.eq(0), so.eq(0)]
                                 respond()
                             with m.Else():
                                 respond(status=Status.RANGE)
                         with m.Case(Op.SAMPLE_WRITE):
                             is_x = sf < n0
-                            lo_v = Mux(is_x, cfg.x_range[0], cfg.y_range[0])
-                            hi_v = Mux(is_x, cfg.x_range[1], cfg.y_range[1])
-                            with m.If((sb >= cfg.max_batch) | (svalue < lo_v) | (svalue > hi_v)):
+                            with m.If((sb >= cfg.max_batch) | ~Mux(is_x, fits_signed(cfg.x_bits), fits_signed(cfg.y_bits))):
                                 respond(status=Status.RANGE)
                             with m.Else():
                                 with m.If(is_x):
@@ -658,6 +659,13 @@ class Learner(wiring.Component):
                     start_pass()
                     m.next = "IN"
             with m.State("STEP_K"):
+                m.d.comb += [running.eq(1), stepu.start.eq(1)]
+                m.next = "STEP_WAIT"
+            with m.State("STEP_WAIT"):
+                m.d.comb += running.eq(1)
+                with m.If(~stepu.busy):
+                    m.next = "STEP_STORE"
+            with m.State("STEP_STORE"):
                 m.d.comb += [running.eq(1), s_wr.addr.eq(k), s_wr.data.eq(stepu.step), s_wr.en.eq(1)]
                 m.d.sync += [k.eq(k + 1), kbase.eq(kbase + FPD),
                              dir_layer.eq(Mux(dir_layer == L - 1, 0, dir_layer + 1))]
@@ -704,7 +712,8 @@ class Learner(wiring.Component):
         with m.Switch(index):
             for reg, (sig, lo, hi) in table.items():
                 with m.Case(reg):
-                    with m.If((value >= lo) & (value <= hi)):
+                    bits = max(hi.bit_length(), 1)  # compare only the bits a legal value can use
+                    with m.If((value[bits:] == 0) & (value[:bits] >= lo) & (value[:bits] <= hi)):
                         m.d.sync += sig.eq(value)
                         respond()
                     with m.Else():

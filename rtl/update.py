@@ -1,8 +1,10 @@
 """Perturbation-update arithmetic: the scalar step of a direction, and the weight write-back lanes.
 
-- StepUnit: step = clamp(rsr(dL * gain_mant, gain_shift), -clip, clip), once per direction. Written
-  here as one combinational multiply and barrel shift (the reference form); the core can time-share a
-  multiplier since it runs once per direction, not per weight.
+- StepUnit: step = clamp(rsr(dL * gain_mant, gain_shift), -clip, clip), once per direction. It runs
+  once per direction, beside forward passes of tens of thousands of clocks, so it is sequential:
+  shift-and-add over the gain_bits of the mantissa, then one arithmetic shift per clock, then the
+  rounding. About gain_bits + gain_shift + 2 clocks; no multiplier, no barrel shifter.
+  Rounding in two parts is exact: floor((v + 2^(s-1)) / 2^s) = floor((floor(v / 2^(s-1)) + 1) / 2).
 - UpdateLanes: w <- sat_w(w - ((delta + r) >> step_frac)) for `lanes` weights per clock, where
   delta = sum_k step_k v_k was accumulated from the step's direction factors and r is the
   stochastic-rounding draw (or 2**(step_frac-1) for round half up).
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth import Const, Module, Mux, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -26,6 +28,8 @@ def delta_bits(cfg: DeviceConfig) -> int:
 
 
 class StepUnit(wiring.Component):
+    """`start` (one clock) takes the inputs; `busy` is high until `step` holds the result."""
+
     def __init__(self, cfg: DeviceConfig):
         self.cfg = cfg
         super().__init__({
@@ -33,15 +37,44 @@ class StepUnit(wiring.Component):
             "gain_mant": In(unsigned(cfg.gain_bits)),
             "gain_shift": In(unsigned(6)),  # 1..63
             "clip": In(unsigned(cfg.step_bits - 1)),
+            "start": In(1),
+            "busy": Out(1),
             "step": Out(signed(cfg.step_bits)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        product = self.loss_diff * self.gain_mant  # signed, loss_bits + 1 + gain_bits wide
-        half = Const(1, 64) << (self.gain_shift - 1)[:6]  # gain_shift >= 1 (StepParams.validate)
-        rounded = (product + half) >> self.gain_shift
-        m.d.comb += self.step.eq(Mux(rounded > self.clip, self.clip, Mux(rounded < -self.clip, -self.clip, rounded)))
+        cfg = self.cfg
+        width = cfg.loss_bits + 1 + cfg.gain_bits  # the exact product
+        acc = Signal(signed(width))
+        addend = Signal(signed(width))  # loss_diff * 2^i
+        mant = Signal(cfg.gain_bits)  # mantissa bits still to use
+        shifts = Signal(6)  # arithmetic shifts still to do (gain_shift - 1 of them)
+        clip = Signal.like(self.clip)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [acc.eq(0), addend.eq(self.loss_diff), mant.eq(self.gain_mant),
+                                 shifts.eq(self.gain_shift - 1), clip.eq(self.clip)]
+                    m.next = "MULTIPLY"
+            with m.State("MULTIPLY"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(mant[0]):
+                    m.d.sync += acc.eq(acc + addend)
+                m.d.sync += [addend.eq(addend << 1), mant.eq(mant >> 1)]
+                with m.If((mant >> 1) == 0):
+                    m.next = "SHIFT"
+            with m.State("SHIFT"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(shifts == 0):
+                    m.next = "ROUND"
+                with m.Else():
+                    m.d.sync += [acc.eq(acc >> 1), shifts.eq(shifts - 1)]
+            with m.State("ROUND"):
+                m.d.comb += self.busy.eq(1)
+                rounded = (acc + 1) >> 1
+                m.d.sync += self.step.eq(Mux(rounded > clip, clip, Mux(rounded < -clip, -clip, rounded)))
+                m.next = "IDLE"
         return m
 
 

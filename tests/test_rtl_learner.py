@@ -66,7 +66,10 @@ def test_commands_refuse_out_of_range_values():
         for name, call in [("batch0", (Op.SET, Reg.BATCH, 0)), ("batch_big", (Op.SET, Reg.BATCH, 17)),
                            ("k_big", (Op.SET, Reg.DIRECTIONS, 5)), ("shift0", (Op.SET, Reg.GAIN_SHIFT, 0)),
                            ("weight_big", (Op.PARAM_WRITE, 0, 1 << 15)), ("x_low", (Op.SAMPLE_WRITE, 0, -(1 << 15) - 1)),
-                           ("seek_big", (Op.SAMPLE_SEEK, 0, 16)), ("unknown", (200, 0, 0)), ("info_big", (Op.INFO, 999, 0))]:
+                           ("seek_big", (Op.SAMPLE_SEEK, 0, 16)), ("unknown", (200, 0, 0)), ("info_big", (Op.INFO, 999, 0)),
+                           ("seed_big", (Op.SET, Reg.SEED, 1 << 32)), ("batch_huge", (Op.SET, Reg.BATCH, (1 << 40) + 1)),
+                           ("weight_low", (Op.PARAM_WRITE, 0, -(1 << 15) - 1)), ("seek_huge", (Op.SAMPLE_SEEK, 0, 1 << 40)),
+                           ("x_big", (Op.SAMPLE_WRITE, 0, 1 << 15))]:
             op, index, value = call
             status, _ = await s._transact(int(op), index, value & ((1 << 64) - 1))
             seen[name] = status
