@@ -1,2 +1,1 @@
-"""rfsnn gateware (Amaranth). The LIF core array, LFSR and perturbation-update unit land with issue 3;
-until then the device is defined by rfsnn.sim (config + golden model) and docs/fixed-point.md."""
+"""rfsnn gateware (Amaranth): the learner (learner.py) and its blocks. docs/rtl.md describes them."""

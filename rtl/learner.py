@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth import Array, C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, C, Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -71,6 +71,11 @@ class Learner(wiring.Component):
             "rsp": Out(stream.Signature(RESPONSE)),
             "busy": Out(1),
         })
+
+    def memory_map(self) -> dict[str, tuple[int, int]]:
+        """Every RAM of this build: name -> (depth, word width in bits)."""
+        self.elaborate(None)
+        return dict(self.memories)
 
     @staticmethod
     def check_lanes(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int) -> None:
@@ -106,8 +111,11 @@ class Learner(wiring.Component):
         m.submodules.upd = upd = UpdateLanes(cfg, 1)
 
         # ---- memories -------------------------------------------------------------------------------
+        self.memories = {}  # name -> (depth, width in bits), for reports
+
         def mem(name, shape, depth):
             m.submodules[name] = memory = Memory(shape=shape, depth=depth, init=[])
+            self.memories[name] = (depth, Shape.cast(shape).width)
             return memory
 
         w_word = data.ArrayLayout(signed(cfg.w_bits), N)
