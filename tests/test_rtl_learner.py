@@ -7,6 +7,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rfsnn.rtl.commands import Op, Reg, Status
 from rfsnn.sim.config import ConfigError, DeviceConfig, StepParams
@@ -96,3 +98,29 @@ def test_unbuildable_lanes_are_refused():
 
     with pytest.raises(ConfigError, match="power of two"):
         Learner.check_lanes(DeviceConfig(), 1, 3)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_random_builds_and_steps_bit_exact(data):
+    """Random shapes, lane splits, batches, seeds (zero included) and step options: one step each."""
+    hidden = data.draw(st.lists(st.integers(1, 6), min_size=1, max_size=2), label="hidden")
+    layers = (data.draw(st.integers(1, 2), label="n0"), *hidden, data.draw(st.integers(1, 3), label="nL"))
+    cfg = DeviceConfig(layers=layers, t_steps=data.draw(st.sampled_from([4, 8]), label="T"), max_batch=16,
+                       max_directions=4, leak_shift=data.draw(st.integers(1, 4), label="leak_shift"))
+    nl = data.draw(st.integers(1, 3), label="neuron_lanes")
+    sl = data.draw(st.sampled_from([1, 2, 4]), label="sample_lanes")
+    batch = data.draw(st.integers(1, 9), label="batch")
+    sp = StepParams(seed=data.draw(st.sampled_from([0, 1, 0xDEADBEEF, 0x5A5A5A5A]), label="seed"),
+                    directions=data.draw(st.integers(1, 3), label="K"),
+                    sigma=data.draw(st.sampled_from([1, 64, cfg.w_range[1] // 4]), label="sigma"),
+                    gain_mant=data.draw(st.integers(0, 65535), label="gain_mant"),
+                    gain_shift=data.draw(st.integers(18, 30), label="gain_shift"), clip=3000,
+                    noise=data.draw(st.sampled_from(["rademacher", "gauss4"]), label="noise"),
+                    difference=data.draw(st.sampled_from(["central", "forward"]), label="difference"),
+                    scope=data.draw(st.sampled_from(["global", "layerwise"]), label="scope"),
+                    layer_start=data.draw(st.integers(0, cfg.n_layers - 1), label="layer_start"),
+                    stochastic_rounding=data.draw(st.booleans(), label="stochastic_rounding"))
+    params, x, t = random_problem(cfg, batch, seed=data.draw(st.integers(0, 2**16), label="data seed"))
+    trace = run_learner(cfg, params, x, t, [sp], nl, sl)
+    assert_matches_golden(cfg, params, x, t, [sp], trace)
