@@ -31,7 +31,7 @@ class Op(IntEnum):
     PARAM_READ = 5  # -> the next parameter
     SAMPLE_SEEK = 6  # data: sample index b
     SAMPLE_WRITE = 7  # data: the next field of the sample pointer (inputs, then targets)
-    OUTPUT_READ = 8  # -> the next output y[b, o] of the last forward pass over the batch
+    OUTPUT_READ = 8  # -> the next output y[b, o] of the last INFER (samples beyond its batch keep older values)
     INFER = 9  # forward pass over the loaded batch -> the loss (y readable by OUTPUT_READ)
     TRAIN_STEP = 10  # one training step with the SET parameters -> data = number of losses
     READ_LOSS = 11  # index: pass number of the last step (central: +,- per direction; forward: base, +...)

@@ -125,7 +125,7 @@ class Learner(wiring.Component):
         x_mem = mem("x_mem", data.ArrayLayout(signed(cfg.x_bits), S), self.groups * n0)
         t_mem = mem("t_mem", data.ArrayLayout(signed(cfg.y_bits), S), self.groups * nL)
         y_mem = mem("y_mem", data.ArrayLayout(signed(cfg.y_bits), S), self.groups * nL)
-        x_wr, t_wr, y_wr = x_mem.write_port(granularity=1), t_mem.write_port(granularity=1), y_mem.write_port()
+        x_wr, t_wr, y_wr = (mm.write_port(granularity=1) for mm in (x_mem, t_mem, y_mem))
         x_rd, t_rd, y_rd = x_mem.read_port(), t_mem.read_port(), y_mem.read_port()
         u_word = data.ArrayLayout(signed(cfg.u_bits), P)
         i_mem = mem("i_mem", u_word, C0)  # input currents of the first hidden layer
@@ -609,7 +609,9 @@ class Learner(wiring.Component):
                 m.d.sync += [mac_d.eq(0), ln.eq(0)]
                 m.next = "LOSS_ISSUE"
             with m.State("LOSS_ISSUE"):  # output lo = c * N + ln: store y, fetch the targets
-                m.d.comb += [running.eq(1), t_rd.addr.eq(gy + lo), y_wr.addr.eq(gy + lo), y_wr.en.eq(1)]
+                m.d.comb += [running.eq(1), t_rd.addr.eq(gy + lo), y_wr.addr.eq(gy + lo)]
+                with m.If(infer):  # OUTPUT_READ returns the last INFER's outputs, for the samples of its batch
+                    m.d.comb += y_wr.en.eq(Cat(*lane_valid))
                 m.d.comb += [y_wr.data[s].eq(Array([yreg[s * N + n] for n in range(N)])[ln]) for s in range(S)]
                 m.d.sync += ls.eq(0)
                 m.next = "LOSS_PAIRS"

@@ -1,0 +1,161 @@
+"""The learner's command interface, executed by the golden model: the device in software.
+
+`GoldenDevice.execute(op, index, data) -> (status, data)` answers every command the way the gateware
+(rtl/learner.py) does, with the golden model doing the arithmetic, so the same host code (and the same
+command sequence) runs against either. Its behaviour is checked against the RTL response for response
+(tests/test_command_conformance.py). Only the clock counters differ: the software device has no clock
+and reports 0 for them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rfsnn.rtl.commands import Mode, Op, Reg, Status, info_words
+from rfsnn.sim.config import DeviceConfig, StepParams
+from rfsnn.sim.golden import GoldenModel
+
+MASK64 = (1 << 64) - 1
+
+
+def _fits_signed(value: int, bits: int) -> bool:
+    v = value - (1 << 64) if value >> 63 else value
+    return -(1 << (bits - 1)) <= v < (1 << (bits - 1))
+
+
+class GoldenDevice:
+    def __init__(self, cfg: DeviceConfig, neuron_lanes: int = 1, sample_lanes: int = 1):
+        self.cfg = cfg
+        self.model = GoldenModel(cfg)
+        self.info = info_words(cfg, neuron_lanes, sample_lanes)
+        n0, nL = cfg.layers[0], cfg.layers[-1]
+        self.params = [np.zeros((o, i + 1), np.int64) for o, i in cfg.layer_shapes]
+        self.x = np.zeros((cfg.max_batch, n0), np.int64)
+        self.t = np.zeros((cfg.max_batch, nL), np.int64)
+        self.y = np.zeros((cfg.max_batch, nL), np.int64)
+        self.losses = [0] * (2 * cfg.max_directions + 1)
+        self.steps = [0] * cfg.max_directions
+        self.regs = {Reg.BATCH: 1, Reg.SEED: 0, Reg.DIRECTIONS: 1, Reg.SIGMA: 64, Reg.GAIN_MANT: 0,
+                     Reg.GAIN_SHIFT: 1, Reg.CLIP: 0, Reg.MODE: 0, Reg.LAYER_START: 0}
+        self.limits = {Reg.BATCH: (1, cfg.max_batch), Reg.SEED: (0, (1 << 32) - 1),
+                       Reg.DIRECTIONS: (1, cfg.max_directions), Reg.SIGMA: (1, cfg.w_range[1] // 4),
+                       Reg.GAIN_MANT: (0, (1 << cfg.gain_bits) - 1), Reg.GAIN_SHIFT: (1, 63),
+                       Reg.CLIP: (0, cfg.step_range[1]), Reg.MODE: (0, 15), Reg.LAYER_START: (0, cfg.n_layers - 1)}
+        self.counters = {"synaptic_ops": 0, "spikes": [0] * (len(cfg.layers) - 2)}
+        self.param_pos = 0  # canonical index of the parameter pointer
+        self.sample, self.field, self.out_field = 0, 0, 0
+
+    # ---- the parameter pointer walks the flattened canonical order ----------------------------------
+    def _param_slot(self, pos: int) -> tuple[int, int]:
+        for l, p in enumerate(self.params):
+            if pos < p.size:
+                return l, pos
+            pos -= p.size
+        raise IndexError
+
+    def step_params(self) -> StepParams:
+        r, mode = self.regs, self.regs[Reg.MODE]
+        return StepParams(seed=r[Reg.SEED], directions=r[Reg.DIRECTIONS], sigma=r[Reg.SIGMA],
+                          gain_mant=r[Reg.GAIN_MANT], gain_shift=r[Reg.GAIN_SHIFT], clip=r[Reg.CLIP],
+                          noise="gauss4" if mode & Mode.GAUSS4 else "rademacher",
+                          difference="forward" if mode & Mode.FORWARD else "central",
+                          scope="layerwise" if mode & Mode.LAYERWISE else "global",
+                          layer_start=r[Reg.LAYER_START], stochastic_rounding=bool(mode & Mode.STOCHASTIC_ROUNDING))
+
+    def execute(self, op: int, index: int, data: int) -> tuple[int, int]:
+        cfg = self.cfg
+        data &= MASK64
+        ok = lambda value=0: (Status.OK, int(value) & MASK64)  # noqa: E731
+        refuse = (Status.RANGE, 0)
+        if op == Op.NOP:
+            return ok()
+        if op == Op.INFO:
+            return ok(self.info[index]) if index < len(self.info) else refuse
+        if op == Op.SET:
+            if index not in self.limits:
+                return refuse
+            lo, hi = self.limits[Reg(index)]
+            if not lo <= data <= hi:
+                return refuse
+            self.regs[Reg(index)] = data
+            return ok()
+        if op == Op.PARAM_REWIND:
+            self.param_pos = 0
+            return ok()
+        if op in (Op.PARAM_WRITE, Op.PARAM_READ):
+            if self.param_pos >= cfg.n_params:
+                return refuse
+            l, k = self._param_slot(self.param_pos)
+            flat = self.params[l].reshape(-1)
+            if op == Op.PARAM_WRITE:
+                if not _fits_signed(data, cfg.w_bits):
+                    return refuse
+                flat[k] = data - (1 << 64) if data >> 63 else data
+                self.param_pos += 1
+                return ok()
+            self.param_pos += 1
+            return ok(flat[k])
+        if op == Op.SAMPLE_SEEK:
+            if data >= cfg.max_batch:
+                return refuse
+            self.sample, self.field, self.out_field = data, 0, 0
+            return ok()
+        if op == Op.SAMPLE_WRITE:
+            n0, nL = cfg.layers[0], cfg.layers[-1]
+            is_x = self.field < n0
+            if self.sample >= cfg.max_batch or not _fits_signed(data, cfg.x_bits if is_x else cfg.y_bits):
+                return refuse
+            v = data - (1 << 64) if data >> 63 else data
+            if is_x:
+                self.x[self.sample, self.field] = v
+            else:
+                self.t[self.sample, self.field - n0] = v
+            self.field += 1
+            if self.field == n0 + nL:
+                self.field, self.sample = 0, self.sample + 1
+            return ok()
+        if op == Op.OUTPUT_READ:
+            if self.sample >= cfg.max_batch:
+                return refuse
+            v = self.y[self.sample, self.out_field]
+            self.out_field += 1
+            if self.out_field == cfg.layers[-1]:
+                self.out_field, self.sample = 0, self.sample + 1
+            return ok(v)
+        if op == Op.INFER:
+            b = self.regs[Reg.BATCH]
+            before = self.model.counters.spikes[:], self.model.counters.synaptic_ops
+            self.y[:b] = self.model.infer(self.params, self.x[:b])
+            self._count(before)
+            loss = int(np.minimum(((self.y[:b] - self.t[:b]) ** 2).sum(), cfg.loss_max))
+            self.losses[0] = loss
+            return ok(loss)
+        if op == Op.TRAIN_STEP:
+            b = self.regs[Reg.BATCH]
+            before = self.model.counters.spikes[:], self.model.counters.synaptic_ops
+            self.params, res = self.model.train_step(self.params, self.x[:b], self.t[:b], self.step_params())
+            self._count(before)
+            self.losses[:len(res.losses)] = res.losses
+            self.steps[:len(res.steps)] = res.steps
+            self.param_pos = cfg.n_params  # the update pass leaves the pointer past the end, as the RTL does
+            return ok(len(res.losses))
+        if op == Op.READ_LOSS:
+            return ok(self.losses[index]) if index < len(self.losses) else refuse
+        if op == Op.READ_STEP:
+            return ok(self.steps[index]) if index < len(self.steps) else refuse
+        if op == Op.READ_COUNTER:
+            values = [0, 0, self.counters["synaptic_ops"]] + self.counters["spikes"]
+            return ok(values[index]) if index < len(values) else refuse
+        if op == Op.CLEAR_COUNTERS:
+            self.counters = {"synaptic_ops": 0, "spikes": [0] * (len(cfg.layers) - 2)}
+            return ok()
+        return Status.UNKNOWN, 0
+
+    def _count(self, before) -> None:
+        spikes, synops = before
+        c = self.model.counters
+        self.counters["spikes"] = [a + (n - o) for a, n, o in zip(self.counters["spikes"], c.spikes, spikes)]
+        self.counters["synaptic_ops"] += c.synaptic_ops - synops
+
+    async def transact(self, op: int, index: int, data: int) -> tuple[int, int]:
+        """The `transact` coroutine LearnerSession takes."""
+        return self.execute(op, index, data)
