@@ -1,4 +1,4 @@
-"""`rfsnn` command line: train, predict, config."""
+"""`rfsnn` command line: train, predict, config, sim."""
 from __future__ import annotations
 
 import argparse
@@ -61,6 +61,65 @@ def cmd_config(a) -> int:
     return 0
 
 
+def _sim_config(a):
+    """The device configuration of `rfsnn sim`: --config (a DeviceConfig dict, or a run folder's
+    config.json with a "device" entry), then --layers and --t-steps on top."""
+    import dataclasses
+
+    from rfsnn.sim.config import DeviceConfig
+
+    cfg = DeviceConfig()
+    if a.config:
+        d = json.loads(Path(a.config).read_text())
+        cfg = DeviceConfig.from_dict(d.get("device", d))
+    changes = {k: v for k, v in (("layers", a.layers), ("t_steps", a.t_steps)) if v is not None}
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def cmd_sim(a) -> int:
+    from rfsnn.sim import rtlsim
+    from rfsnn.sim.learner_sim import (compare_with_golden, firing_rates, ideal_cycles, make_steps, n_passes,
+                                       random_problem, simulate)
+
+    cfg = _sim_config(a)
+    if not 1 <= a.batch <= cfg.max_batch:
+        raise ValueError(f"--batch {a.batch}: the device holds 1..{cfg.max_batch} samples (max_batch)")
+    try:
+        rtlsim.find_simulator(a.simulator)
+    except rtlsim.SimulatorMissing as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    params, x, t = random_problem(cfg, a.batch, a.seed)
+    rates = firing_rates(cfg, params, x)
+    if not all(r > 0 for r in rates):
+        raise ValueError(f"the random network does not spike (firing rates {rates}); try another --seed")
+    steps = make_steps(cfg, a.batch, a.steps, a.seed, a.directions, a.noise, a.difference, a.scope,
+                       not a.no_stochastic_rounding, lr=a.lr)
+    N, S = a.neuron_lanes, a.sample_lanes
+    print(f"network {','.join(map(str, cfg.layers))}, T={cfg.t_steps}, {cfg.n_params} parameters; batch {a.batch}; "
+          f"K={a.directions} {a.difference} {a.noise} {a.scope}, stochastic rounding "
+          f"{'off' if a.no_stochastic_rounding else 'on'}; lanes {N}x{S}; {a.steps} step(s) on {a.simulator}")
+    print("random network and batch: hidden firing rates " + ", ".join(f"{r:.3f}" for r in rates)
+          + " spikes/neuron/step")
+    res = simulate(cfg, params, x, t, steps, a.simulator, N, S, build_dir=a.build_dir)
+    cmp = compare_with_golden(cfg, params, x, t, steps, res, N, S)
+    print(f"build + start-up {res['build_seconds']:.1f} s, simulation {res['wall_seconds']:.1f} s, "
+          f"{res['commands']} commands")
+    print(cmp)
+    for n, (sp, r) in enumerate(zip(steps, res["steps"])):
+        if n < len(cmp.golden):
+            spikes = cmp.golden[n].counters.spikes
+        else:  # after a mismatch: the device's own counts
+            spikes = [r["counters"][f"spikes{h}"] for h in range(len(cfg.layers) - 2)]
+        ideal = ideal_cycles(cfg, N, S, a.batch, sp, spikes)
+        clipped = sum(abs(v) >= sp.clip for v in r["steps"])
+        print(f"step {n}: {n_passes(sp)} passes, cycles {r['cycles']}, ideal {ideal:.0f}, "
+              f"efficiency: {ideal / r['cycles']:.2f}; spikes {'+'.join(map(str, spikes))}, "
+              f"synaptic ops {r['counters']['synaptic_ops']}; {clipped} of {sp.directions} steps clipped; "
+              f"simulator {r['cycles'] / r['seconds']:.0f} cycles/s")
+    return 0 if cmp.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .backends import BACKENDS
     from .train import TASK_DEFAULTS
@@ -98,6 +157,26 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="print a task's default device configuration and its hardware cost")
     c.add_argument("--task", choices=list(TASK_DEFAULTS), default="mexican-hat")
     c.set_defaults(func=cmd_config)
+
+    sm = sub.add_parser("sim", help="run training steps of the learner RTL on a Verilog simulator next to the "
+                        "golden model: bit-exactness, cycles, efficiency")
+    sm.add_argument("--simulator", choices=["icarus", "verilator"], default="icarus")
+    sm.add_argument("--config", help="DeviceConfig JSON (or a run folder's config.json); default: DeviceConfig()")
+    sm.add_argument("--layers", type=_tuple_of_ints, help="network, e.g. 2,64,1 (overrides --config)")
+    sm.add_argument("--t-steps", dest="t_steps", type=int, help="time steps per sample (a power of two)")
+    sm.add_argument("--batch", type=int, default=32)
+    sm.add_argument("--directions", type=int, default=4, help="K")
+    sm.add_argument("--noise", choices=["rademacher", "gauss4"], default="rademacher")
+    sm.add_argument("--difference", choices=["central", "forward"], default="central")
+    sm.add_argument("--scope", choices=["global", "layerwise"], default="global")
+    sm.add_argument("--no-stochastic-rounding", action="store_true")
+    sm.add_argument("--lr", type=float, default=0.01, help="learning rate folded into the step gain (gain_for)")
+    sm.add_argument("--neuron-lanes", type=int, default=1)
+    sm.add_argument("--sample-lanes", type=int, default=8, help="a power of two")
+    sm.add_argument("--steps", type=int, default=2, help="training steps to simulate")
+    sm.add_argument("--seed", type=int, default=0, help="seed of the random network, batch and step seeds")
+    sm.add_argument("--build-dir", help="where to build (default: a temporary folder, removed afterwards)")
+    sm.set_defaults(func=cmd_sim)
     return p
 
 

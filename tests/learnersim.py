@@ -10,6 +10,7 @@ from rfsnn.rtl.commands import Op
 from rfsnn.rtl.learner import Learner
 from rfsnn.sim.config import DeviceConfig, StepParams
 from rfsnn.sim.golden import GoldenModel
+from rfsnn.sim.learner_sim import random_problem  # noqa: F401  (the tests' problems)
 from rfsnn.sim.session import LearnerSession
 
 
@@ -84,18 +85,3 @@ def assert_matches_golden(cfg, params, x, t, steps, trace: Trace):
         assert spikes == res.counters.spikes, f"step {n}: spike counters"
         assert counters["synaptic_ops"] == res.counters.synaptic_ops
     return p
-
-
-def random_problem(cfg: DeviceConfig, batch: int, seed: int):
-    """Weights and a batch that make the hidden layers fire at assorted rates (not all silent or saturated)."""
-    rng = np.random.default_rng(seed)
-    one = 1 << cfg.w_frac
-    params = []
-    for l, (o, i) in enumerate(cfg.layer_shapes):
-        w = rng.integers(-one, one, size=(o, i + 1))
-        if l < cfg.n_layers - 1:
-            w[:, -1] = rng.integers(0, one // 2, size=o)  # biases that keep neurons near firing
-        params.append(w)
-    x = rng.integers(-(1 << cfg.x_frac), 1 << cfg.x_frac, size=(batch, cfg.layers[0]))
-    t = rng.integers(-one, one, size=(batch, cfg.layers[-1]))
-    return params, x, t

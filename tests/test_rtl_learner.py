@@ -28,6 +28,9 @@ CASES = [  # layers, neuron lanes, sample lanes, batch, step parameters (beyond 
     ((2, 6, 5, 1), 1, 4, 6, dict(directions=2)),
     ((2, 6, 5, 1), 2, 2, 5, dict(directions=2, noise="gauss4", scope="layerwise", layer_start=2)),
     ((1, 4, 7, 3, 2), 3, 2, 7, dict(directions=3, difference="forward", stochastic_rounding=False)),
+    # round-half-up ties: every step clipped to +-127, so each weight's delta is +-127 and delta + 128
+    # lands on (or just below) a multiple of 2^step_frac: a one-LSB error in the rounding constant shows
+    ((2, 5, 1), 1, 2, 4, dict(directions=1, stochastic_rounding=False, gain_mant=65535, gain_shift=12, clip=127)),
 ]
 
 
@@ -35,8 +38,8 @@ CASES = [  # layers, neuron lanes, sample lanes, batch, step parameters (beyond 
 def test_training_steps_bit_exact(layers, nl, sl, batch, extra):
     cfg = DeviceConfig(layers=layers, **SMALL)
     params, x, t = random_problem(cfg, batch, seed=sum(layers) + nl)
-    steps = [StepParams(seed=0x1234 + 77 * n, sigma=64, gain_mant=40000, gain_shift=26, clip=3000, **extra)
-             for n in range(2)]
+    steps = [StepParams(**{"seed": 0x1234 + 77 * n, "sigma": 64, "gain_mant": 40000, "gain_shift": 26, "clip": 3000,
+                           **extra}) for n in range(2)]
     if extra.get("scope") == "layerwise":
         steps[1] = dataclasses.replace(steps[1], layer_start=(steps[0].layer_start + 1) % cfg.n_layers)
     trace = run_learner(cfg, params, x, t, steps, nl, sl)

@@ -1,5 +1,4 @@
 """rtl.lfsr.NoiseLFSR against the golden noise stream, in Amaranth's simulator."""
-import os
 
 import numpy as np
 import pytest
@@ -8,6 +7,8 @@ from amaranth.sim import Simulator
 from rfsnn.rtl.lfsr import NoiseLFSR
 from rfsnn.sim import lfsr as model
 from rfsnn.sim.config import MAXIMAL_TAPS
+
+from simulators import require
 
 
 def run_lfsr(width, lanes, seeds, n_clocks, stall_every=0):
@@ -59,12 +60,7 @@ def test_verilog_stream_equals_golden(simulator, tmp_path):
     """The exported Verilog, on a real simulator under cocotb, gives the golden stream."""
     from rfsnn.sim import rtlsim
 
-    try:
-        rtlsim.find_simulator(simulator)
-    except rtlsim.SimulatorMissing as e:
-        if os.environ.get("RFSNN_REQUIRE_SIMULATORS"):
-            raise
-        pytest.skip(str(e))
+    require(simulator)
     rtlsim.run(NoiseLFSR(width=32, lanes=8), "noise_lfsr", "rfsnn.sim.cocotb.tb_lfsr", simulator,
                build_dir=tmp_path, extra_env={"LFSR_WIDTH": "32", "LFSR_LANES": "8", "SEEDS": "0x9e3779b9,0,1",
                                               "WORDS": "150"})
