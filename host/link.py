@@ -1,0 +1,316 @@
+"""Both ends of the host link (docs/protocol.md), over the codec in host/protocol.py.
+
+- `DeviceEndpoint`: the device's side in software: bytes in, reply bytes out, executing each request
+  as learner commands (rtl/commands.py) on an executor, normally `GoldenDevice.execute`. It is the
+  reference for the gateware dispatcher.
+- `Device`: the host's API (info, weights, batches, inference, training steps, counters) over any
+  transport with `write(bytes)` and `read(timeout) -> bytes`; stop-and-wait with a timeout and
+  bounded retries, which is safe because every request is idempotent.
+- `LoopbackTransport`: an in-process transport to a DeviceEndpoint.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from rfsnn.rtl.commands import INFO_FIELDS, Op, Reg, Status, mode_bits, parse_info
+from rfsnn.sim.config import DeviceConfig, StepParams
+
+from . import protocol as P
+from .protocol import Code, LinkStatus
+
+MASK64 = (1 << 64) - 1
+REFUSED_SEQ = 0xFF  # the SEQ of a reply to a frame that could not be read; hosts number frames 0..254
+
+
+class LinkError(RuntimeError):
+    """The link failed: no valid reply after the retries, or the device refused a request."""
+
+
+def _signed(v: int, bits: int = 64) -> int:
+    return v - (1 << bits) if v >> (bits - 1) else v
+
+
+# ---- the device's side ------------------------------------------------------------------------------
+class DeviceEndpoint:
+    def __init__(self, execute, cfg: DeviceConfig):
+        self.execute, self.cfg = execute, cfg
+        self.vb = P.value_bytes(cfg)
+        self.deframer = P.Deframer()
+        self.steps_done = 0  # modulo 2**16, as STEP_COUNT reports it
+        self.last_losses = 0
+        self.frames = {"ok": 0, "refused": 0}
+
+    def receive(self, data: bytes) -> bytes:
+        out = bytearray()
+        for rx in self.deframer.feed(data):
+            if rx.payload is None:
+                self.frames["refused"] += 1
+                out += P.frame(P.encode_reply(REFUSED_SEQ, rx.status, 0, b""))
+            else:
+                out += P.frame(self._run(rx.payload))
+        return bytes(out)
+
+    def _run(self, payload: bytes) -> bytes:
+        try:
+            parsed = P.parse_requests(payload, self.vb)
+        except P.ParseError as e:
+            self.frames["refused"] += 1
+            return P.encode_reply(payload[0] if payload else REFUSED_SEQ, e.status, 0, b"")
+        self.frames["ok"] += 1
+        data = bytearray()
+        for done, req in enumerate(parsed.requests):
+            status, reply = self._request(req)
+            if status != LinkStatus.OK:
+                return P.encode_reply(parsed.seq, status, done, bytes(data))
+            data += reply
+        if parsed.unknown_at is not None:
+            return P.encode_reply(parsed.seq, LinkStatus.UNKNOWN, parsed.unknown_at, bytes(data))
+        return P.encode_reply(parsed.seq, LinkStatus.OK, len(parsed.requests), bytes(data))
+
+    def _cmd(self, op: Op, index: int = 0, value: int = 0) -> tuple[int, int]:
+        return self.execute(int(op), index, value & MASK64)
+
+    def _request(self, req: P.Request) -> tuple[LinkStatus, bytes]:
+        cfg, vb, c = self.cfg, self.vb, req.code
+        ok = LinkStatus.OK
+        if c == Code.NOP:
+            return ok, b""
+        if c in (Code.INFO, Code.SET, Code.SAMPLE_SEEK, Code.INFER, Code.READ_LOSS, Code.READ_STEP,
+                 Code.READ_COUNTER, Code.CLEAR_COUNTERS):
+            op = {Code.INFO: Op.INFO, Code.SET: Op.SET, Code.SAMPLE_SEEK: Op.SAMPLE_SEEK, Code.INFER: Op.INFER,
+                  Code.READ_LOSS: Op.READ_LOSS, Code.READ_STEP: Op.READ_STEP, Code.READ_COUNTER: Op.READ_COUNTER,
+                  Code.CLEAR_COUNTERS: Op.CLEAR_COUNTERS}[c]
+            if c == Code.SET:
+                status, d = self._cmd(op, req.args[0], req.args[1])
+            elif c == Code.SAMPLE_SEEK:
+                status, d = self._cmd(op, 0, req.args[0])
+            else:
+                status, d = self._cmd(op, req.args[0] if req.args else 0)
+            if status != Status.OK:
+                return LinkStatus(status), b""
+            n = req.reply_length(vb)
+            if c == Code.READ_STEP:
+                return ok, _signed(d).to_bytes(4, "little", signed=True)
+            return ok, (d & ((1 << (8 * n)) - 1)).to_bytes(n, "little") if n else b""
+        if c == Code.PARAM_SEEK:
+            layer, row, col = req.args
+            if layer >= cfg.n_layers or row >= cfg.layer_shapes[layer][0] or col > cfg.layer_shapes[layer][1]:
+                return LinkStatus.RANGE, b""
+            skip = sum(o * (i + 1) for o, i in cfg.layer_shapes[:layer]) + row * (cfg.layer_shapes[layer][1] + 1) + col
+            self._cmd(Op.PARAM_REWIND)
+            for _ in range(skip):  # the pointer only walks forward (no division in the gateware)
+                self._cmd(Op.PARAM_READ)
+            return ok, b""
+        if c in (Code.PARAM_WRITE, Code.SAMPLE_WRITE):
+            op = Op.PARAM_WRITE if c == Code.PARAM_WRITE else Op.SAMPLE_WRITE
+            for v in req.values:
+                status, _ = self._cmd(op, 0, v)
+                if status != Status.OK:
+                    return LinkStatus(status), b""
+            return ok, b""
+        if c in (Code.PARAM_READ, Code.OUTPUT_READ):
+            op = Op.PARAM_READ if c == Code.PARAM_READ else Op.OUTPUT_READ
+            out = bytearray()
+            for _ in range(req.args[0]):
+                status, d = self._cmd(op)
+                if status != Status.OK:
+                    return LinkStatus(status), b""
+                out += _signed(d).to_bytes(vb, "little", signed=True)
+            return ok, bytes(out)
+        if c == Code.TRAIN_STEP:
+            step = req.args[0]
+            if step == self.steps_done:
+                status, n = self._cmd(Op.TRAIN_STEP)
+                if status != Status.OK:
+                    return LinkStatus(status), b""
+                self.steps_done = (self.steps_done + 1) & 0xFFFF
+                self.last_losses = n
+                return ok, bytes([n, 0])
+            if self.steps_done and step == (self.steps_done - 1) & 0xFFFF:
+                return ok, bytes([self.last_losses, 1])  # already run: a resent frame
+            return LinkStatus.RANGE, b""
+        if c == Code.STEP_COUNT:
+            return ok, self.steps_done.to_bytes(2, "little")
+        return LinkStatus.UNKNOWN, b""
+
+
+class LoopbackTransport:
+    """Host <-> DeviceEndpoint in one process (the golden device behind the real byte protocol)."""
+
+    def __init__(self, endpoint: DeviceEndpoint):
+        self.endpoint = endpoint
+        self._rx = bytearray()
+        self.bytes_sent = self.bytes_received = 0
+
+    def write(self, data: bytes) -> None:
+        self.bytes_sent += len(data)
+        reply = self.endpoint.receive(data)
+        self.bytes_received += len(reply)
+        self._rx += reply
+
+    def read(self, timeout: float) -> bytes:
+        out, self._rx = bytes(self._rx), bytearray()
+        return out
+
+
+# ---- the host's side --------------------------------------------------------------------------------
+def check_config(expected: DeviceConfig, found: DeviceConfig) -> None:
+    """Refuse a device built for another configuration, naming the first differing field."""
+    a, b = expected.to_dict(), found.to_dict()
+    for k in a:
+        if a[k] != b.get(k):
+            raise LinkError(f"the device is built for {k} = {b.get(k)}, but this run needs {k} = {a[k]}; "
+                            "build and load a matching bitstream, or run with the device's configuration")
+
+
+@dataclass
+class StepReply:
+    losses: list[int]
+    steps: list[int]
+    repeated: bool  # the device had run this step already (a resent frame)
+
+
+class Device:
+    def __init__(self, transport, expect: DeviceConfig | None = None, timeout: float = 1.0, retries: int = 3):
+        self.t, self.timeout, self.retries = transport, timeout, retries
+        self.deframer = P.Deframer()
+        self.seq = 0
+        self.vb = 2  # INFO replies do not depend on it; set from the configuration below
+        self.cfg, self.neuron_lanes, self.sample_lanes = self.info()
+        self.vb = P.value_bytes(self.cfg)
+        if expect is not None:
+            check_config(expect, self.cfg)
+        self.steps_done = self.request([P.step_count()])[0]
+        self.retried = 0
+
+    # -- one frame, stop-and-wait --
+    def request(self, requests: list[P.Request]) -> list:
+        names = ", ".join(r.code.name for r in requests[:4]) + (" ..." if len(requests) > 4 else "")
+        payload = P.encode_request_payload(self.seq, requests, self.vb)
+        wire = P.frame(payload)
+        last = "nothing"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.retried += 1
+            self.t.write(wire)
+            reply = self._await(self.seq)
+            if reply is None:
+                last = f"no reply within {self.timeout} s"
+                continue
+            if isinstance(reply, str):
+                last = reply
+                continue
+            if reply.status in (LinkStatus.BAD_CRC, LinkStatus.BAD_LENGTH, LinkStatus.BUSY):
+                last = f"the device answered {reply.status.name}"
+                continue
+            self.seq = (self.seq + 1) % REFUSED_SEQ
+            if reply.status != LinkStatus.OK:
+                failed = requests[reply.done] if reply.done < len(requests) else None
+                what = f"{failed.code.name}{failed.args or ''}" if failed else names
+                raise LinkError(f"{what}: the device answered {reply.status.name} "
+                                f"({reply.done} of {len(requests)} requests of the frame completed)")
+            return P.split_reply_data(requests, reply, self.vb)
+        raise LinkError(f"{names}: no valid reply after {self.retries + 1} tries; last: {last}")
+
+    def _await(self, seq: int):
+        deadline = time.monotonic() + self.timeout
+        while True:
+            trouble = None  # a damaged or refused reply is reported only if this frame's own reply is not also here
+            for rx in self.deframer.feed(self.t.read(max(0.0, deadline - time.monotonic()))):
+                if rx.payload is None:
+                    trouble = trouble or f"a damaged reply ({rx.reason})"
+                    continue
+                try:
+                    reply = P.decode_reply(rx.payload)
+                except P.ParseError as e:
+                    trouble = trouble or f"an unreadable reply ({e})"
+                    continue
+                if reply.seq == seq:
+                    return reply
+                if reply.seq == REFUSED_SEQ:
+                    trouble = trouble or reply
+                # else: a late reply to an earlier frame; ignore it
+            if trouble is not None:
+                return trouble
+            if time.monotonic() >= deadline:
+                return None
+
+    # -- the device API --
+    def info(self) -> tuple[DeviceConfig, int, int]:
+        n = len(INFO_FIELDS)
+        words = self.request([P.info(i) for i in range(n)])
+        n_layers = words[INFO_FIELDS.index("n_layers")]
+        words += self.request([P.info(n + i) for i in range(n_layers + 1)])
+        if words[0] != 1:
+            raise LinkError(f"the device speaks interface version {words[0]}; this host speaks version 1")
+        return parse_info(words)
+
+    def _per_frame(self, overhead: int) -> int:
+        return min(255, (P.MAX_PAYLOAD - overhead) // self.vb)
+
+    def write_params(self, params: list[np.ndarray]) -> None:
+        n = self._per_frame(1 + 6 + 2)  # SEQ, PARAM_SEEK, PARAM_WRITE's code and count
+        for l, p in enumerate(params):
+            p = np.asarray(p, np.int64)
+            flat = p.ravel()
+            cols = p.shape[1]
+            for start in range(0, len(flat), n):
+                row, col = divmod(start, cols)
+                self.request([P.param_seek(l, row, col), P.param_write(flat[start:start + n])])
+
+    def read_params(self) -> list[np.ndarray]:
+        n = self._per_frame(3)
+        out = []
+        for l, (o, i) in enumerate(self.cfg.layer_shapes):
+            vals = []
+            for start in range(0, o * (i + 1), n):
+                row, col = divmod(start, i + 1)
+                count = min(n, o * (i + 1) - start)
+                vals += self.request([P.param_seek(l, row, col), P.param_read(count)])[1]
+            out.append(np.array(vals, np.int64).reshape(o, i + 1))
+        return out
+
+    def load_batch(self, x: np.ndarray, t: np.ndarray) -> None:
+        x, t = np.asarray(x, np.int64), np.asarray(t, np.int64)
+        per_sample = x.shape[1] + t.shape[1]
+        per_frame = self._per_frame(1 + 3 + 2) // per_sample  # SEQ, SAMPLE_SEEK, SAMPLE_WRITE's code and count
+        self.request([P.set_register(Reg.BATCH, len(x))])
+        rows = np.concatenate([x, t], axis=1)
+        for s in range(0, len(rows), per_frame):
+            self.request([P.sample_seek(s), P.sample_write(rows[s:s + per_frame].ravel())])
+
+    def infer(self) -> int:
+        return self.request([P.infer()])[0]
+
+    def read_outputs(self, batch: int) -> np.ndarray:
+        nL = self.cfg.layers[-1]
+        per_frame = self._per_frame(3) // nL
+        vals = []
+        for s in range(0, batch, per_frame):
+            count = min(per_frame, batch - s)
+            vals += self.request([P.sample_seek(s), P.output_read(count * nL)])[1]
+        return np.array(vals, np.int64).reshape(batch, nL)
+
+    def train_step(self, sp: StepParams) -> StepReply:
+        regs = [(Reg.SEED, sp.seed), (Reg.DIRECTIONS, sp.directions), (Reg.SIGMA, sp.sigma),
+                (Reg.GAIN_MANT, sp.gain_mant), (Reg.GAIN_SHIFT, sp.gain_shift), (Reg.CLIP, sp.clip),
+                (Reg.MODE, mode_bits(sp.noise, sp.difference, sp.scope, sp.stochastic_rounding)),
+                (Reg.LAYER_START, sp.layer_start)]
+        reply = self.request([P.set_register(r, v) for r, v in regs] + [P.train_step(self.steps_done)])
+        n_losses, repeated = reply[-1]
+        self.steps_done = (self.steps_done + 1) & 0xFFFF
+        reads = [P.read_loss(i) for i in range(n_losses)] + [P.read_step(k) for k in range(sp.directions)]
+        values = []
+        for s in range(0, len(reads), 24):  # 24 x 8 bytes fit a reply
+            values += self.request(reads[s:s + 24])
+        return StepReply(values[:n_losses], values[n_losses:], repeated)
+
+    def counters(self) -> dict[str, int]:
+        names = ["cycles_busy", "cycles_last", "synaptic_ops"] + [f"spikes{h}" for h in range(len(self.cfg.layers) - 2)]
+        return dict(zip(names, self.request([P.read_counter(i) for i in range(len(names))])))
+
+    def clear_counters(self) -> None:
+        self.request([P.clear_counters()])

@@ -1,0 +1,173 @@
+"""The host link protocol (docs/protocol.md): codec properties, resynchronisation, and the Device API
+over the golden device, with faults on the line."""
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rfsnn.host import protocol as P
+from rfsnn.host.link import Device, DeviceEndpoint, LinkError, LoopbackTransport
+from rfsnn.sim.config import DeviceConfig, StepParams
+from rfsnn.sim.golden import GoldenModel
+from rfsnn.sim.golden_device import GoldenDevice
+from rfsnn.sim.learner_sim import make_steps, random_problem
+
+CFG = DeviceConfig(layers=(2, 6, 5, 2), t_steps=8, max_batch=64, max_directions=8)
+
+
+@settings(max_examples=300)
+@given(st.binary(min_size=1, max_size=P.MAX_PAYLOAD), st.binary(max_size=40))
+def test_frames_survive_any_payload_and_leading_garbage(payload, garbage):
+    d = P.Deframer()
+    got = d.feed(garbage + P.frame(payload))
+    good = [r.payload for r in got if r.payload is not None]
+    assert good == [payload]  # whatever the garbage was, the frame after it arrives intact
+
+
+@settings(max_examples=300)
+@given(st.binary(min_size=1, max_size=60), st.data())
+def test_a_damaged_frame_is_refused(payload, data):
+    wire = bytearray(P.frame(payload))
+    i = data.draw(st.integers(1, len(wire) - 2), label="byte")
+    flip = data.draw(st.integers(1, 255), label="xor")
+    wire[i] ^= flip
+    got = P.Deframer().feed(bytes(wire))
+    assert all(r.payload != payload for r in got)  # never taken for the original
+    assert all(r.payload is None or len(got) > 1 for r in got)  # refused (unless an END split it)
+
+
+def requests_strategy():
+    value = st.integers(-(1 << 15), (1 << 15) - 1)
+    return st.lists(st.one_of(
+        st.builds(P.info, st.integers(0, 255)), st.builds(P.set_register, st.integers(0, 8), st.integers(0, 2**32 - 1)),
+        st.builds(P.param_seek, st.integers(0, 3), st.integers(0, 999), st.integers(0, 999)),
+        st.builds(P.param_write, st.lists(value, max_size=20)), st.builds(P.param_read, st.integers(0, 20)),
+        st.builds(P.sample_write, st.lists(value, max_size=20)), st.builds(P.train_step, st.integers(0, 65535)),
+        st.builds(P.infer), st.builds(P.step_count), st.builds(P.read_step, st.integers(0, 31))), max_size=6)
+
+
+@given(requests_strategy(), st.integers(0, 254))
+def test_requests_round_trip(requests, seq):
+    payload = P.encode_request_payload(seq, requests, 2)
+    parsed = P.parse_requests(payload, 2)
+    assert parsed.seq == seq and parsed.requests == requests and parsed.unknown_at is None
+
+
+def test_truncated_request_is_a_length_error():
+    payload = P.encode_request_payload(3, [P.param_write([1, 2, 3])], 2)
+    with pytest.raises(P.ParseError) as e:
+        P.parse_requests(payload[:-1], 2)
+    assert e.value.status == P.LinkStatus.BAD_LENGTH
+
+
+# ---- the Device API over the golden device -------------------------------------------------------------
+class FaultyLine(LoopbackTransport):
+    """Loopback with scheduled faults: `faults[n]` acts on the n-th host frame (0-based)."""
+
+    def __init__(self, endpoint, faults):
+        super().__init__(endpoint)
+        self.faults, self.n = faults, 0
+
+    def write(self, data):
+        fault = self.faults.get(self.n)
+        self.n += 1
+        if fault == "drop-request":
+            return
+        if fault == "corrupt-request":
+            data = bytearray(data)
+            data[len(data) // 2] ^= 0x20
+            data = bytes(data)
+        if fault == "garbage-before":
+            data = b"\x13\x37\xdb\x00" + data
+        if fault == "truncate-then-reset":  # half a frame, then the sender starts over (its next frame begins with END)
+            self.endpoint.receive(data[:len(data) // 2])
+        super().write(data)
+        if fault == "drop-reply":
+            self._rx.clear()
+        if fault == "corrupt-reply":
+            self._rx[len(self._rx) // 2] ^= 0x01
+        if fault == "duplicate-reply":
+            self._rx += bytes(self._rx)
+
+
+def golden_run(params, x, t, steps):
+    g = GoldenModel(CFG)
+    p = [np.asarray(a, np.int64) for a in params]
+    out = []
+    for sp in steps:
+        p, res = g.train_step(p, x, t, sp)
+        out.append(res)
+    return p, out
+
+
+def test_link_training_equals_direct_golden_calls():
+    params, x, t = random_problem(CFG, 50, seed=2)
+    steps = make_steps(CFG, 50, 3, seed=5, directions=3, stochastic_rounding=True)
+    steps[1] = dataclasses.replace(steps[1], noise="gauss4", difference="forward", scope="layerwise")
+    line = LoopbackTransport(DeviceEndpoint(GoldenDevice(CFG).execute, CFG))
+    dev = Device(line, expect=CFG)
+    dev.write_params(params)
+    assert all(np.array_equal(a, b) for a, b in zip(dev.read_params(), params))
+    dev.load_batch(x, t)
+    g = GoldenModel(CFG)
+    assert dev.infer() == g.loss(params, x, t)
+    assert np.array_equal(dev.read_outputs(50), g.infer(params, x))
+    replies = [dev.train_step(sp) for sp in steps]
+    expected_params, results = golden_run(params, x, t, steps)
+    for r, res in zip(replies, results):
+        assert r.losses == res.losses and r.steps == res.steps and not r.repeated
+    assert all(np.array_equal(a, b) for a, b in zip(dev.read_params(), expected_params))
+    assert dev.retried == 0
+
+
+@pytest.mark.parametrize("fault", ["drop-request", "corrupt-request", "garbage-before", "truncate-then-reset",
+                                   "drop-reply", "corrupt-reply", "duplicate-reply"])
+def test_faults_are_recovered_by_retrying_and_never_train_twice(fault):
+    params, x, t = random_problem(CFG, 20, seed=3)
+    steps = make_steps(CFG, 20, 3, seed=9, directions=2)
+    endpoint = DeviceEndpoint(GoldenDevice(CFG).execute, CFG)
+    line = FaultyLine(endpoint, {})
+    dev = Device(line, expect=CFG, timeout=0.01)
+    dev.write_params(params)
+    dev.load_batch(x, t)
+    dev.train_step(steps[0])
+    line.faults = {line.n: fault}  # the next frame: the SETs and TRAIN_STEP of step 1
+    replies = [dev.train_step(sp) for sp in steps[1:]]
+    expected_params, results = golden_run(params, x, t, steps)
+    assert all(np.array_equal(a, b) for a, b in zip(dev.read_params(), expected_params))
+    assert [r.losses for r in replies] == [res.losses for res in results[1:]]
+    assert endpoint.steps_done == 3
+    # garbage and a half frame are refused by the device, and the good frame after them still runs
+    assert dev.retried == (0 if fault in ("garbage-before", "duplicate-reply", "truncate-then-reset") else 1)
+    assert (endpoint.frames["refused"] > 0) == (fault in ("garbage-before", "truncate-then-reset", "corrupt-request"))
+    assert replies[0].repeated == (fault in ("drop-reply", "corrupt-reply"))  # ran once, answered twice
+
+
+def test_a_dead_line_names_the_request():
+    line = LoopbackTransport(DeviceEndpoint(GoldenDevice(CFG).execute, CFG))
+    dev = Device(line, timeout=0.01, retries=2)
+    line.write = lambda data: None  # the cable is pulled
+    with pytest.raises(LinkError, match=r"INFER: no valid reply after 3 tries; last: no reply within"):
+        dev.infer()
+
+
+def test_refusals_name_the_request_and_change_nothing():
+    line = LoopbackTransport(DeviceEndpoint(GoldenDevice(CFG).execute, CFG))
+    dev = Device(line)
+    params, x, t = random_problem(CFG, 4, seed=1)
+    dev.write_params(params)
+    with pytest.raises(LinkError, match=r"PARAM_SEEK\(9, 0, 0\): the device answered RANGE"):
+        dev.request([P.param_seek(9)])
+    with pytest.raises(LinkError, match=r"TRAIN_STEP\(7,\): the device answered RANGE"):
+        dev.request([P.train_step(7)])  # not where training stands
+    with pytest.raises(LinkError, match="SET.*RANGE"):
+        dev.request([P.set_register(0, 1000)])  # a batch beyond max_batch
+    assert all(np.array_equal(a, b) for a, b in zip(dev.read_params(), params))
+
+
+def test_a_mismatched_device_is_refused_naming_both_values():
+    line = LoopbackTransport(DeviceEndpoint(GoldenDevice(CFG).execute, CFG))
+    with pytest.raises(LinkError, match=r"built for leak_shift = 3, but this run needs leak_shift = 4"):
+        Device(line, expect=dataclasses.replace(CFG, leak_shift=4))
