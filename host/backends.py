@@ -1,6 +1,7 @@
 """Training backends behind one small interface, so the training loop cannot tell them apart.
 
-- golden: the device itself, in software (rfsnn.sim.golden): fixed point, weight perturbation on chip;
+- golden: the device itself, in software (rfsnn.sim.golden), driven through the host link's byte protocol:
+  fixed point, weight perturbation on chip;
 - float-wp / float-rfg / float-bp: floating-point references of the same network (host.floatnet):
   weight perturbation, randomized forward-mode gradient, back-propagation through time.
 """
@@ -9,10 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from rfsnn.sim.config import DeviceConfig, StepParams, gain_for
-from rfsnn.sim.golden import Counters, GoldenModel, join_params, split_params
+from rfsnn.sim.golden import Counters, join_params, split_params
+from rfsnn.sim.golden_device import GoldenDevice
 
 from . import estimators, floatnet, optim
 from .dataset import dequantize, quantize
+from .link import Device, DeviceEndpoint, LoopbackTransport
 
 BACKENDS = ("golden", "float-bp", "float-rfg", "float-wp")
 
@@ -42,17 +45,42 @@ class Backend:
 
 
 class GoldenBackend(Backend):
+    """The device in software, driven through the host link: every step's batch, step parameters and
+    losses cross the byte protocol of docs/protocol.md (framing, CRC, requests) to the golden device
+    (sim.golden_device behind host.link.DeviceEndpoint), exactly as they would cross a serial port to
+    a board. The weights stay on the device; they are read back when asked for."""
+
     name = "golden"
 
-    def __init__(self, cfg: DeviceConfig, init: list[tuple[np.ndarray, np.ndarray]], settings, seed: int):
+    def __init__(self, cfg: DeviceConfig, init: list[tuple[np.ndarray, np.ndarray]], settings, seed: int,
+                 transport=None):
         self.cfg, self.s = cfg, settings
-        self.model = GoldenModel(cfg)
-        self.params = [quantize(np.clip(p, *[v / (1 << cfg.w_frac) for v in cfg.w_range]), cfg.w_frac, cfg.w_bits,
-                                "initial weight") for p in join_params(init)]
+        self.golden_device = GoldenDevice(cfg)
+        self.model = self.golden_device.model  # the device's golden model
+        self.transport = transport or LoopbackTransport(DeviceEndpoint(self.golden_device.execute, cfg,
+                                                                       bulk=self.golden_device))
+        self.device = Device(self.transport, expect=cfg)
+        params = [quantize(np.clip(p, *[v / (1 << cfg.w_frac) for v in cfg.w_range]), cfg.w_frac, cfg.w_bits,
+                           "initial weight") for p in join_params(init)]
+        self._write(params)
         self.sigma_lsb = max(1, int(round(settings.sigma * (1 << cfg.w_frac))))
         self.clip = min(cfg.step_range[1], int(round(settings.clip * (1 << (cfg.w_frac + cfg.step_frac)))))
         self.seeds = np.random.default_rng([seed, 0x5EED])
-        self.train_counters = Counters()  # training only; evaluations on the test grid are not the device's work
+        self.passes = 0
+        self.steps_done = 0
+        # Device counters spent on evaluations (predict_dev), which are not training work.
+        self._evaluation = {"spikes": np.zeros(len(cfg.layers) - 2, np.int64), "synaptic_ops": 0}
+
+    def _write(self, params) -> None:
+        self.device.write_params(params)
+        self._params = [np.asarray(p, np.int64) for p in params]
+
+    @property
+    def params(self) -> list[np.ndarray]:
+        """The device's weights (read back over the link after training steps)."""
+        if self._params is None:
+            self._params = self.device.read_params()
+        return self._params
 
     def step(self, x_dev, y_dev, lr, step_index):
         cfg, s = self.cfg, self.s
@@ -64,18 +92,35 @@ class GoldenBackend(Backend):
                         gain_mant=mant, gain_shift=shift, clip=self.clip, noise=s.noise, difference=s.difference,
                         scope=s.scope, layer_start=(step_index * s.directions) % cfg.n_layers,
                         stochastic_rounding=s.stochastic_rounding)
-        self.params, res = self.model.train_step(self.params, x, y, sp)
-        self.train_counters.add(res.counters)
-        return res.base_loss / float(1 << (2 * cfg.w_frac)) / len(x)
+        sp.validate(cfg)
+        self.device.load_batch(x, y)
+        reply = self.device.train_step(sp)
+        self._params = None
+        self.passes += len(reply.losses)
+        self.steps_done += 1
+        self.batch = len(x)
+        losses = reply.losses
+        base = losses[0] if len(losses) % 2 else (losses[0] + losses[1]) // 2  # as StepResult.base_loss
+        return base / float(1 << (2 * cfg.w_frac)) / len(x)
 
     @property
     def forward_passes(self) -> int:
-        return self.train_counters.forward_passes
+        return self.passes
 
     def predict_dev(self, x_dev):
         cfg = self.cfg
         x = quantize(x_dev, cfg.x_frac, cfg.x_bits, "input")
-        return dequantize(self.model.infer(self.params, x), cfg.w_frac)
+        before = self.device.counters()
+        out = []
+        for start in range(0, len(x), cfg.max_batch):  # the device holds one batch at a time
+            xb = x[start:start + cfg.max_batch]
+            self.device.load_batch(xb, np.zeros((len(xb), cfg.layers[-1]), np.int64))
+            self.device.infer()
+            out.append(self.device.read_outputs(len(xb)))
+        after = self.device.counters()
+        self._evaluation["spikes"] += [after[f"spikes{h}"] - before[f"spikes{h}"] for h in range(len(cfg.layers) - 2)]
+        self._evaluation["synaptic_ops"] += after["synaptic_ops"] - before["synaptic_ops"]
+        return dequantize(np.concatenate(out), cfg.w_frac)
 
     def float_params(self):
         f = 1.0 / (1 << self.cfg.w_frac)
@@ -88,11 +133,19 @@ class GoldenBackend(Backend):
         return out
 
     def load_weights(self, npz):
-        self.params = [np.concatenate([npz[f"W{l}_int"], npz[f"b{l}_int"][:, None]], axis=1).astype(np.int64)
-                       for l in range(1, self.cfg.n_layers + 1)]
+        self._write([np.concatenate([npz[f"W{l}_int"], npz[f"b{l}_int"][:, None]], axis=1).astype(np.int64)
+                     for l in range(1, self.cfg.n_layers + 1)])
 
     def counters(self):
-        return self.train_counters.to_dict()
+        """Training work only (the device's counters less what evaluations spent), as the golden Counters."""
+        cfg = self.cfg
+        dev = self.device.counters()
+        spikes = [int(dev[f"spikes{h}"] - self._evaluation["spikes"][h]) for h in range(len(cfg.layers) - 2)]
+        samples = self.passes * getattr(self, "batch", 0)
+        return Counters(forward_passes=self.passes, samples=samples, spikes=spikes,
+                        synaptic_ops=int(dev["synaptic_ops"] - self._evaluation["synaptic_ops"]),
+                        input_macs=samples * cfg.layers[0] * cfg.layers[1], update_passes=self.steps_done,
+                        weight_updates=self.steps_done * cfg.n_params).to_dict()
 
 
 class FloatBackend(Backend):

@@ -35,8 +35,10 @@ def _signed(v: int, bits: int = 64) -> int:
 
 # ---- the device's side ------------------------------------------------------------------------------
 class DeviceEndpoint:
-    def __init__(self, execute, cfg: DeviceConfig):
-        self.execute, self.cfg = execute, cfg
+    def __init__(self, execute, cfg: DeviceConfig, bulk=None):
+        """execute(op, index, data) -> (status, data): one learner command. bulk (optional): an object with
+        write_many, read_many and seek_param doing the same as repeated commands, faster (GoldenDevice)."""
+        self.execute, self.cfg, self.bulk = execute, cfg, bulk
         self.vb = P.value_bytes(cfg)
         self.deframer = P.Deframer()
         self.steps_done = 0  # modulo 2**16, as STEP_COUNT reports it
@@ -100,12 +102,18 @@ class DeviceEndpoint:
             if layer >= cfg.n_layers or row >= cfg.layer_shapes[layer][0] or col > cfg.layer_shapes[layer][1]:
                 return LinkStatus.RANGE, b""
             skip = sum(o * (i + 1) for o, i in cfg.layer_shapes[:layer]) + row * (cfg.layer_shapes[layer][1] + 1) + col
+            if self.bulk is not None:
+                self.bulk.seek_param(skip)
+                return ok, b""
             self._cmd(Op.PARAM_REWIND)
             for _ in range(skip):  # the pointer only walks forward (no division in the gateware)
                 self._cmd(Op.PARAM_READ)
             return ok, b""
         if c in (Code.PARAM_WRITE, Code.SAMPLE_WRITE):
             op = Op.PARAM_WRITE if c == Code.PARAM_WRITE else Op.SAMPLE_WRITE
+            if self.bulk is not None:
+                status, _ = self.bulk.write_many(op, req.values)
+                return LinkStatus(status), b""
             for v in req.values:
                 status, _ = self._cmd(op, 0, v)
                 if status != Status.OK:
@@ -113,6 +121,11 @@ class DeviceEndpoint:
             return ok, b""
         if c in (Code.PARAM_READ, Code.OUTPUT_READ):
             op = Op.PARAM_READ if c == Code.PARAM_READ else Op.OUTPUT_READ
+            if self.bulk is not None:
+                status, vals = self.bulk.read_many(op, req.args[0])
+                if status != Status.OK:
+                    return LinkStatus(status), b""
+                return ok, P.encode_values(vals, vb)
             out = bytearray()
             for _ in range(req.args[0]):
                 status, d = self._cmd(op)
@@ -276,11 +289,11 @@ class Device:
     def load_batch(self, x: np.ndarray, t: np.ndarray) -> None:
         x, t = np.asarray(x, np.int64), np.asarray(t, np.int64)
         per_sample = x.shape[1] + t.shape[1]
-        per_frame = self._per_frame(1 + 3 + 2) // per_sample  # SEQ, SAMPLE_SEEK, SAMPLE_WRITE's code and count
-        self.request([P.set_register(Reg.BATCH, len(x))])
+        per_frame = self._per_frame(1 + 6 + 3 + 2) // per_sample  # SEQ, SET, SAMPLE_SEEK, SAMPLE_WRITE's code and count
         rows = np.concatenate([x, t], axis=1)
         for s in range(0, len(rows), per_frame):
-            self.request([P.sample_seek(s), P.sample_write(rows[s:s + per_frame].ravel())])
+            first = [P.set_register(Reg.BATCH, len(x))] if s + per_frame >= len(rows) else []  # with the last frame
+            self.request(first + [P.sample_seek(s), P.sample_write(rows[s:s + per_frame].ravel())])
 
     def infer(self) -> int:
         return self.request([P.infer()])[0]
@@ -299,13 +312,20 @@ class Device:
                 (Reg.GAIN_MANT, sp.gain_mant), (Reg.GAIN_SHIFT, sp.gain_shift), (Reg.CLIP, sp.clip),
                 (Reg.MODE, mode_bits(sp.noise, sp.difference, sp.scope, sp.stochastic_rounding)),
                 (Reg.LAYER_START, sp.layer_start)]
-        reply = self.request([P.set_register(r, v) for r, v in regs] + [P.train_step(self.steps_done)])
-        n_losses, repeated = reply[-1]
-        self.steps_done = (self.steps_done + 1) & 0xFFFF
+        n_losses = 2 * sp.directions if sp.difference == "central" else sp.directions + 1
         reads = [P.read_loss(i) for i in range(n_losses)] + [P.read_step(k) for k in range(sp.directions)]
-        values = []
-        for s in range(0, len(reads), 24):  # 24 x 8 bytes fit a reply
-            values += self.request(reads[s:s + 24])
+        frame = [P.set_register(r, v) for r, v in regs] + [P.train_step(self.steps_done)]
+        together = 3 + 2 + sum(r.reply_length(self.vb) for r in reads) <= P.MAX_PAYLOAD
+        reply = self.request(frame + reads if together else frame)  # one frame per step when the reply fits
+        got, repeated = reply[len(regs)]
+        if got != n_losses:
+            raise LinkError(f"TRAIN_STEP: the device ran {got} passes, {n_losses} expected for {sp.difference} "
+                            f"differences with K = {sp.directions}")
+        self.steps_done = (self.steps_done + 1) & 0xFFFF
+        values = reply[len(regs) + 1:]
+        if not together:
+            for s in range(0, len(reads), 24):  # 24 x 8 bytes fit a reply
+                values += self.request(reads[s:s + 24])
         return StepReply(values[:n_losses], values[n_losses:], repeated)
 
     def counters(self) -> dict[str, int]:

@@ -12,6 +12,8 @@ import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+import numpy as np
+
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 MAX_PAYLOAD = 255
 CRC_BYTES = 4
@@ -61,6 +63,23 @@ def value_bytes(cfg) -> int:
     return math.ceil(max(cfg.w_bits, cfg.x_bits, cfg.y_bits) / 8)
 
 
+def encode_values(values, vb: int) -> bytes:
+    """Signed little-endian values of vb bytes each (range-checked: a value that does not fit is an error)."""
+    if vb in (1, 2, 4, 8):
+        a = np.asarray(values, np.int64)
+        lo, hi = -(1 << (8 * vb - 1)), (1 << (8 * vb - 1)) - 1
+        if len(a) and (a.min() < lo or a.max() > hi):
+            raise OverflowError(f"a value outside {vb}-byte signed range [{lo}, {hi}]")
+        return a.astype(f"<i{vb}").tobytes()
+    return b"".join(int(v).to_bytes(vb, "little", signed=True) for v in values)
+
+
+def decode_values(data: bytes, vb: int) -> list[int]:
+    if vb in (1, 2, 4, 8):
+        return np.frombuffer(data, f"<i{vb}").astype(np.int64).tolist()
+    return [int.from_bytes(data[i:i + vb], "little", signed=True) for i in range(0, len(data), vb)]
+
+
 def crc32(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
@@ -90,51 +109,41 @@ class Deframer:
 
     def __init__(self, max_payload: int = MAX_PAYLOAD):
         self.limit = max_payload + CRC_BYTES
-        self._buf = bytearray()
-        self._escape = False
-        self._error: tuple[LinkStatus, str] | None = None
+        self._pending = bytearray()  # stuffed bytes of the frame in progress
 
     def reset(self) -> None:
-        self._buf.clear()
-        self._escape = False
-        self._error = None
+        self._pending.clear()
 
     def feed(self, data: bytes) -> list[Received]:
-        out = []
-        for byte in data:
-            if byte == END:
-                if self._buf or self._error:
-                    out.append(self._finish())
-                self.reset()
-                continue
-            if self._error:
-                continue  # discard the rest of a bad frame up to the next END
-            if self._escape:
-                self._escape = False
-                if byte == ESC_END:
-                    byte = END
-                elif byte == ESC_ESC:
-                    byte = ESC
-                else:
-                    self._error = (LinkStatus.BAD_CRC, f"ESC followed by {byte:#04x}")
-                    continue
-            elif byte == ESC:
-                self._escape = True
-                continue
-            if len(self._buf) >= self.limit:
-                self._error = (LinkStatus.BAD_LENGTH, f"frame longer than {self.limit} bytes")
-                continue
-            self._buf.append(byte)
-        return out
+        *complete, rest = (bytes(self._pending) + bytes(data)).split(bytes([END]))
+        cap = 2 * self.limit + 2  # past this the frame is refused anyway (BAD_LENGTH): keep no more of it
+        self._pending = bytearray(rest[:cap + 1])
+        return [self._finish(raw) for raw in complete if raw]
 
-    def _finish(self) -> Received:
-        if self._error:
-            return Received(None, *self._error)
-        if self._escape:
-            return Received(None, LinkStatus.BAD_CRC, "frame ends inside an escape")
-        if len(self._buf) < CRC_BYTES + 1:
-            return Received(None, LinkStatus.BAD_LENGTH, f"frame of {len(self._buf)} bytes holds no payload")
-        payload, crc = bytes(self._buf[:-CRC_BYTES]), int.from_bytes(self._buf[-CRC_BYTES:], "little")
+    def _finish(self, raw: bytes) -> Received:
+        body = bytearray()
+        i, n = 0, len(raw)
+        while i < n:  # unstuff (bytes.find keeps this fast: escapes are rare)
+            j = raw.find(ESC, i)
+            if j < 0:
+                body += raw[i:]
+                break
+            body += raw[i:j]
+            if j + 1 == n:
+                return Received(None, LinkStatus.BAD_CRC, "frame ends inside an escape")
+            nxt = raw[j + 1]
+            if nxt == ESC_END:
+                body.append(END)
+            elif nxt == ESC_ESC:
+                body.append(ESC)
+            else:
+                return Received(None, LinkStatus.BAD_CRC, f"ESC followed by {nxt:#04x}")
+            i = j + 2
+        if len(body) > self.limit:
+            return Received(None, LinkStatus.BAD_LENGTH, f"frame longer than {self.limit} bytes")
+        if len(body) < CRC_BYTES + 1:
+            return Received(None, LinkStatus.BAD_LENGTH, f"frame of {len(body)} bytes holds no payload")
+        payload, crc = bytes(body[:-CRC_BYTES]), int.from_bytes(body[-CRC_BYTES:], "little")
         if crc32(payload) != crc:
             return Received(None, LinkStatus.BAD_CRC, f"CRC {crc:#010x}, computed {crc32(payload):#010x}")
         return Received(payload)
@@ -152,8 +161,7 @@ class Request:
         out = bytearray([self.code])
         if spec == "values":
             out.append(len(self.values))
-            for v in self.values:
-                out += int(v).to_bytes(vb, "little", signed=True)
+            out += encode_values(self.values, vb)
         else:
             for (_, n), a in zip(spec, self.args):
                 out += int(a).to_bytes(n, "little")
@@ -179,7 +187,7 @@ class Request:
         """The reply data of this request as Python values."""
         c = self.code
         if c in (Code.PARAM_READ, Code.OUTPUT_READ):
-            return [int.from_bytes(data[i:i + vb], "little", signed=True) for i in range(0, len(data), vb)]
+            return decode_values(data, vb)
         if c == Code.TRAIN_STEP:
             return data[0], bool(data[1])
         if c == Code.READ_STEP:
@@ -193,10 +201,10 @@ def nop(): return Request(Code.NOP)
 def info(field_no): return Request(Code.INFO, (field_no,))
 def set_register(reg, value): return Request(Code.SET, (int(reg), int(value)))
 def param_seek(layer, row=0, col=0): return Request(Code.PARAM_SEEK, (layer, row, col))
-def param_write(values): return Request(Code.PARAM_WRITE, values=tuple(int(v) for v in values))
+def param_write(values): return Request(Code.PARAM_WRITE, values=tuple(np.asarray(values, np.int64).tolist()))
 def param_read(count): return Request(Code.PARAM_READ, (count,))
 def sample_seek(sample): return Request(Code.SAMPLE_SEEK, (sample,))
-def sample_write(values): return Request(Code.SAMPLE_WRITE, values=tuple(int(v) for v in values))
+def sample_write(values): return Request(Code.SAMPLE_WRITE, values=tuple(np.asarray(values, np.int64).tolist()))
 def output_read(count): return Request(Code.OUTPUT_READ, (count,))
 def infer(): return Request(Code.INFER)
 def train_step(step): return Request(Code.TRAIN_STEP, (step & 0xFFFF,))
@@ -253,7 +261,7 @@ def parse_requests(payload: bytes, vb: int) -> Parsed:
             end = pos + 1 + n * vb
             if end > len(payload):
                 raise ParseError(LinkStatus.BAD_LENGTH, f"{code.name}: {n} values run past the end")
-            vals = tuple(int.from_bytes(payload[p:p + vb], "little", signed=True) for p in range(pos + 1, end, vb))
+            vals = tuple(decode_values(payload[pos + 1:end], vb))
             out.requests.append(Request(code, values=vals))
             pos = end
         else:

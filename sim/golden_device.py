@@ -150,6 +150,64 @@ class GoldenDevice:
             return ok()
         return Status.UNKNOWN, 0
 
+    # ---- bulk forms of the pointer commands: the same effects as repeated execute() calls, for speed ----
+    def write_many(self, op: int, values) -> tuple[int, int]:
+        """PARAM_WRITE or SAMPLE_WRITE of each value in turn; stops at the first refusal.
+        Returns (status, number written)."""
+        cfg = self.cfg
+        vals = np.asarray(values, np.int64)
+        k = np.arange(len(vals))
+        if op == Op.SAMPLE_WRITE:
+            n0, per = cfg.layers[0], cfg.layers[0] + cfg.layers[-1]
+            flat = self.sample * per + self.field + k
+            sample, fld = flat // per, flat % per
+            bits = np.where(fld < n0, cfg.x_bits, cfg.y_bits)
+            ok = (sample < cfg.max_batch) & (vals >= -(1 << (bits - 1))) & (vals < (1 << (bits - 1)))
+        elif op == Op.PARAM_WRITE:
+            flat = self.param_pos + k
+            ok = (flat < cfg.n_params) & (vals >= cfg.w_range[0]) & (vals <= cfg.w_range[1])
+        else:
+            raise ValueError(f"write_many takes SAMPLE_WRITE or PARAM_WRITE, not {op}")
+        n = len(vals) if ok.all() else int(np.argmin(ok))
+        if op == Op.SAMPLE_WRITE:
+            m = slice(0, n)
+            is_x = fld[m] < n0
+            self.x[sample[m][is_x], fld[m][is_x]] = vals[m][is_x]
+            self.t[sample[m][~is_x], fld[m][~is_x] - n0] = vals[m][~is_x]
+            self.sample, self.field = divmod(int(self.sample * per + self.field + n), per)
+        else:
+            whole = np.concatenate([q.reshape(-1) for q in self.params])
+            whole[self.param_pos:self.param_pos + n] = vals[:n]
+            self.params = [a.reshape(q.shape) for a, q in
+                           zip(np.split(whole, np.cumsum([q.size for q in self.params])[:-1]), self.params)]
+            self.param_pos += n
+        return (Status.OK if n == len(vals) else Status.RANGE), n
+
+    def read_many(self, op: int, count: int) -> tuple[int, list[int]]:
+        """PARAM_READ or OUTPUT_READ count times; stops at the first refusal. Values are signed."""
+        if op == Op.OUTPUT_READ and self.sample + (self.out_field + count - 1) // self.cfg.layers[-1] < self.cfg.max_batch:
+            nL = self.cfg.layers[-1]
+            start = self.sample * nL + self.out_field
+            vals = self.y.reshape(-1)[start:start + count].tolist()
+            self.sample, self.out_field = divmod(start + count, nL)
+            return Status.OK, vals
+        if op == Op.PARAM_READ and self.param_pos + count <= self.cfg.n_params:
+            flat = np.concatenate([p.reshape(-1) for p in self.params])
+            vals = flat[self.param_pos:self.param_pos + count].tolist()
+            self.param_pos += count
+            return Status.OK, vals
+        out = []
+        for _ in range(count):
+            status, d = self.execute(op, 0, 0)
+            if status != Status.OK:
+                return status, out
+            out.append(d - (1 << 64) if d >> 63 else d)
+        return Status.OK, out
+
+    def seek_param(self, position: int) -> None:
+        """PARAM_REWIND, then `position` PARAM_READs (the pointer walks forward only)."""
+        self.param_pos = min(position, self.cfg.n_params)
+
     def _count(self, before) -> None:
         spikes, synops = before
         c = self.model.counters

@@ -104,3 +104,30 @@ def test_interrupted_run_still_writes_its_folder(tmp_path, monkeypatch):
     assert m["interrupted"] and m["steps"] == 7 and m["steps_planned"] == 50
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 7
     assert (tmp_path / "run" / "weights.npz").exists()
+
+
+def test_golden_backend_through_the_link_equals_direct_golden_steps(monkeypatch):
+    """The default backend drives the golden device over the byte protocol; the weights it ends with are
+    those of the golden model called directly with the same step parameters and batches."""
+    from rfsnn.host import link
+    from rfsnn.host.backends import make_backend
+    from rfsnn.host.dataset import quantize
+    from rfsnn.sim.golden import GoldenModel
+
+    sent = []
+    real = link.Device.train_step
+    monkeypatch.setattr(link.Device, "train_step", lambda self, sp: sent.append(sp) or real(self, sp))
+    s = settings_for("mexican-hat", steps=6)
+    cfg = s.device_config(2)
+    backend = make_backend("golden", cfg, s, seed=3)
+    start = [p.copy() for p in backend.params]
+    rng = np.random.default_rng(0)
+    batches = [(rng.uniform(-1, 1, (40, 2)), rng.uniform(-0.8, 0.8, 40)) for _ in range(6)]
+    for i, (x, y) in enumerate(batches):
+        backend.step(x, y, 0.08, i)
+    g, p = GoldenModel(cfg), start
+    for (x, y), sp in zip(batches, sent):
+        p, _ = g.train_step(p, quantize(x, cfg.x_frac, cfg.x_bits, "x"), quantize(y[:, None], cfg.w_frac, cfg.y_bits, "y"), sp)
+    assert len(sent) == 6
+    assert all(np.array_equal(a, b) for a, b in zip(backend.params, p))
+    assert not all(np.array_equal(a, b) for a, b in zip(start, p))
