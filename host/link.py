@@ -198,6 +198,7 @@ class Device:
             check_config(expect, self.cfg)
         self.steps_done = self.request([P.step_count()])[0]
         self.retried = 0
+        self._registers: dict[Reg, int] = {}  # step registers as last set on the device by this host
 
     # -- one frame, stop-and-wait --
     def request(self, requests: list[P.Request]) -> list:
@@ -314,15 +315,18 @@ class Device:
                 (Reg.LAYER_START, sp.layer_start)]
         n_losses = 2 * sp.directions if sp.difference == "central" else sp.directions + 1
         reads = [P.read_loss(i) for i in range(n_losses)] + [P.read_step(k) for k in range(sp.directions)]
-        frame = [P.set_register(r, v) for r, v in regs] + [P.train_step(self.steps_done)]
+        # Registers keep their values on the device: send only those that changed (usually the seed).
+        sets = [P.set_register(r, v) for r, v in regs if self._registers.get(r) != v]
+        frame = sets + [P.train_step(self.steps_done)]
         together = 3 + 2 + sum(r.reply_length(self.vb) for r in reads) <= P.MAX_PAYLOAD
         reply = self.request(frame + reads if together else frame)  # one frame per step when the reply fits
-        got, repeated = reply[len(regs)]
+        self._registers.update(regs)
+        got, repeated = reply[len(sets)]
         if got != n_losses:
             raise LinkError(f"TRAIN_STEP: the device ran {got} passes, {n_losses} expected for {sp.difference} "
                             f"differences with K = {sp.directions}")
         self.steps_done = (self.steps_done + 1) & 0xFFFF
-        values = reply[len(regs) + 1:]
+        values = reply[len(sets) + 1:]
         if not together:
             for s in range(0, len(reads), 24):  # 24 x 8 bytes fit a reply
                 values += self.request(reads[s:s + 24])
