@@ -105,40 +105,69 @@ class Received:
 
 
 class Deframer:
-    """Feed it bytes as they arrive; it returns each completed frame. Resynchronises at every END."""
+    """Feed it bytes as they arrive; it returns each completed frame. Resynchronises at every END.
+
+    A frame too long to be valid is not kept whole: past 2 x limit stuffed bytes (more than any valid
+    frame needs) the rest is only scanned for bad escapes, so memory stays bounded and the verdict
+    does not depend on how the bytes were split between calls: a bad escape anywhere gives BAD_CRC,
+    otherwise an over-long frame gives BAD_LENGTH (as the gateware decoder, rtl/framing.py, decides).
+    """
 
     def __init__(self, max_payload: int = MAX_PAYLOAD):
         self.limit = max_payload + CRC_BYTES
-        self._pending = bytearray()  # stuffed bytes of the frame in progress
+        self.cap = 2 * self.limit + 2
+        self.reset()
 
     def reset(self) -> None:
-        self._pending.clear()
+        self._pending = bytearray()  # stuffed bytes of the frame in progress, up to cap
+        self._dropped = False  # bytes past cap were seen
+        self._dropped_bad = False  # a bad escape among them
+        self._escape_open = False  # the last byte past cap was an unpaired ESC
 
     def feed(self, data: bytes) -> list[Received]:
-        *complete, rest = (bytes(self._pending) + bytes(data)).split(bytes([END]))
-        cap = 2 * self.limit + 2  # past this the frame is refused anyway (BAD_LENGTH): keep no more of it
-        self._pending = bytearray(rest[:cap + 1])
-        return [self._finish(raw) for raw in complete if raw]
+        out = []
+        segments = bytes(data).split(bytes([END]))
+        for k, seg in enumerate(segments):
+            self._absorb(seg)
+            if k < len(segments) - 1:  # an END closes the frame
+                if self._pending or self._dropped:
+                    out.append(self._finish())
+                self.reset()
+        return out
 
-    def _finish(self, raw: bytes) -> Received:
-        body = bytearray()
-        i, n = 0, len(raw)
-        while i < n:  # unstuff (bytes.find keeps this fast: escapes are rare)
-            j = raw.find(ESC, i)
+    def _absorb(self, seg: bytes) -> None:
+        room = self.cap - len(self._pending)
+        if room > 0:
+            self._pending += seg[:room]
+            seg = seg[room:]
+        if not seg:
+            return
+        if not self._dropped:
+            self._dropped = True
+            self._escape_open = _unstuff(bytes(self._pending))[2]
+        i, n = 0, len(seg)
+        while i < n:
+            if self._escape_open:
+                if seg[i] not in (ESC_END, ESC_ESC):
+                    self._dropped_bad = True
+                self._escape_open = False
+                i += 1
+                continue
+            j = seg.find(ESC, i)
             if j < 0:
-                body += raw[i:]
                 break
-            body += raw[i:j]
-            if j + 1 == n:
-                return Received(None, LinkStatus.BAD_CRC, "frame ends inside an escape")
-            nxt = raw[j + 1]
-            if nxt == ESC_END:
-                body.append(END)
-            elif nxt == ESC_ESC:
-                body.append(ESC)
-            else:
-                return Received(None, LinkStatus.BAD_CRC, f"ESC followed by {nxt:#04x}")
-            i = j + 2
+            self._escape_open, i = True, j + 1
+
+    def _finish(self) -> Received:
+        body, bad, open_escape = _unstuff(bytes(self._pending))
+        if self._dropped:
+            if bad or self._dropped_bad or self._escape_open:
+                return Received(None, LinkStatus.BAD_CRC, "bad escape in an over-long frame")
+            return Received(None, LinkStatus.BAD_LENGTH, f"frame longer than {self.limit} bytes")
+        if bad:
+            return Received(None, LinkStatus.BAD_CRC, bad)
+        if open_escape:
+            return Received(None, LinkStatus.BAD_CRC, "frame ends inside an escape")
         if len(body) > self.limit:
             return Received(None, LinkStatus.BAD_LENGTH, f"frame longer than {self.limit} bytes")
         if len(body) < CRC_BYTES + 1:
@@ -147,6 +176,29 @@ class Deframer:
         if crc32(payload) != crc:
             return Received(None, LinkStatus.BAD_CRC, f"CRC {crc:#010x}, computed {crc32(payload):#010x}")
         return Received(payload)
+
+
+def _unstuff(raw: bytes) -> tuple[bytearray, str, bool]:
+    """(unstuffed bytes, the first bad escape or "", whether raw ends in an unpaired ESC)."""
+    body = bytearray()
+    i, n = 0, len(raw)
+    while i < n:  # bytes.find keeps this fast: escapes are rare
+        j = raw.find(ESC, i)
+        if j < 0:
+            body += raw[i:]
+            break
+        body += raw[i:j]
+        if j + 1 == n:
+            return body, "", True
+        nxt = raw[j + 1]
+        if nxt == ESC_END:
+            body.append(END)
+        elif nxt == ESC_ESC:
+            body.append(ESC)
+        else:
+            return body, f"ESC followed by {nxt:#04x}", False
+        i = j + 2
+    return body, "", False
 
 
 # ---- requests ---------------------------------------------------------------------------------------

@@ -171,3 +171,18 @@ def test_a_mismatched_device_is_refused_naming_both_values():
     line = LoopbackTransport(DeviceEndpoint(GoldenDevice(CFG).execute, CFG))
     with pytest.raises(LinkError, match=r"built for leak_shift = 3, but this run needs leak_shift = 4"):
         Device(line, expect=dataclasses.replace(CFG, leak_shift=4))
+
+
+@settings(max_examples=200)
+@given(st.lists(st.sampled_from([P.END, P.ESC, P.ESC_END, P.ESC_ESC, 0x00, 0x41]), max_size=700),
+       st.lists(st.integers(1, 50), max_size=30))
+def test_verdicts_do_not_depend_on_how_bytes_arrive(stream, cuts):
+    """Over-long frames are cut to bounded memory; the verdicts must still be those of the whole stream."""
+    data = bytes(stream)
+    whole = [(r.payload, r.status) for r in P.Deframer(max_payload=16).feed(data)]
+    d, pieces, pos = P.Deframer(max_payload=16), [], 0
+    for c in cuts:
+        pieces += d.feed(data[pos:pos + c])
+        pos += c
+    pieces += d.feed(data[pos:])
+    assert [(r.payload, r.status) for r in pieces] == whole
