@@ -1,4 +1,4 @@
-"""`rfsnn` command line: train, predict, config, sim."""
+"""`rfsnn` command line: train, predict, config, sim, info, read-weights."""
 from __future__ import annotations
 
 import argparse
@@ -120,6 +120,36 @@ def cmd_sim(a) -> int:
     return 0 if cmp.ok else 1
 
 
+def _open_device(a):
+    from .link import Device, SerialTransport
+
+    return Device(SerialTransport(a.port, a.baud), timeout=a.timeout, retries=a.retries)
+
+
+def cmd_info(a) -> int:
+    """The device's configuration (from INFO) and its counters."""
+    dev = _open_device(a)
+    print(json.dumps({"port": a.port, "device": dev.cfg.to_dict(), "neuron_lanes": dev.neuron_lanes,
+                      "sample_lanes": dev.sample_lanes, "training_steps_done": dev.steps_done,
+                      "counters": dev.counters()}, indent=2))
+    return 0
+
+
+def cmd_read_weights(a) -> int:
+    """The device's weights, in a run folder's weights.npz layout (W1, b1, ... and W1_int, b1_int, ...)."""
+    dev = _open_device(a)
+    params = dev.read_params()
+    f = 1.0 / (1 << dev.cfg.w_frac)
+    out = {}
+    for l, p in enumerate(params, start=1):
+        out[f"W{l}"], out[f"b{l}"] = p[:, :-1] * f, p[:, -1] * f
+        out[f"W{l}_int"], out[f"b{l}_int"] = p[:, :-1], p[:, -1]
+    np.savez(a.output, **out)
+    print(f"{dev.cfg.n_params} parameters of a {','.join(map(str, dev.cfg.layers))} network read from {a.port} "
+          f"into {a.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .backends import BACKENDS
     from .train import TASK_DEFAULTS
@@ -177,6 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--seed", type=int, default=0, help="seed of the random network, batch and step seeds")
     sm.add_argument("--build-dir", help="where to build (default: a temporary folder, removed afterwards)")
     sm.set_defaults(func=cmd_sim)
+    for name, func, hlp in (("info", cmd_info, "print a connected device's configuration and counters"),
+                            ("read-weights", cmd_read_weights, "read a connected device's weights into an .npz")):
+        d = sub.add_parser(name, help=hlp)
+        d.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB1 or /dev/pts/N")
+        d.add_argument("--baud", type=int, default=3_000_000)
+        d.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each reply")
+        d.add_argument("--retries", type=int, default=3)
+        if name == "read-weights":
+            d.add_argument("--output", required=True, help="the .npz to write")
+        d.set_defaults(func=func)
     return p
 
 
@@ -187,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:  # user errors: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # link failures (LinkError) and missing tools: one line too
+        if type(e).__name__ not in ("LinkError", "SimulatorMissing"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

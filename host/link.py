@@ -169,6 +169,35 @@ class LoopbackTransport:
         return out
 
 
+class SerialTransport:
+    """A serial port (a board's UART, a USB CDC-ACM port, or a pseudo-terminal) through pyserial."""
+
+    def __init__(self, port: str, baud: int = 3_000_000):
+        import serial  # pyserial
+
+        try:
+            self.port = serial.Serial(port, baudrate=baud, timeout=0)
+        except serial.SerialException as e:
+            raise LinkError(f"cannot open serial port {port}: {e}") from None
+        self.port.reset_input_buffer()
+
+    def write(self, data: bytes) -> None:
+        self.port.write(data)
+        self.port.flush()
+
+    def read(self, timeout: float) -> bytes:
+        """Whatever has arrived, waiting up to `timeout` seconds for the first byte."""
+        self.port.timeout = timeout
+        first = self.port.read(1)
+        if not first:
+            return b""
+        self.port.timeout = 0
+        return first + self.port.read(self.port.in_waiting or 0)
+
+    def close(self) -> None:
+        self.port.close()
+
+
 # ---- the host's side --------------------------------------------------------------------------------
 def check_config(expected: DeviceConfig, found: DeviceConfig) -> None:
     """Refuse a device built for another configuration, naming the first differing field."""

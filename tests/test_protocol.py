@@ -186,3 +186,31 @@ def test_verdicts_do_not_depend_on_how_bytes_arrive(stream, cuts):
         pos += c
     pieces += d.feed(data[pos:])
     assert [(r.payload, r.status) for r in pieces] == whole
+
+
+def test_info_and_read_weights_over_a_serial_port(tmp_path, capsys):
+    """`rfsnn info` and `rfsnn read-weights` through pyserial and a pseudo-terminal, to the golden device."""
+    import json
+
+    from rfsnn.host import cli
+    from rfsnn.host.ptyserve import PtyServer
+
+    gd = GoldenDevice(CFG)
+    params, _, _ = random_problem(CFG, 1, seed=6)
+    gd.params = [p.copy() for p in params]  # as if a run had trained them
+    server = PtyServer(DeviceEndpoint(gd.execute, CFG, bulk=gd)).start()
+    try:
+        assert cli.main(["info", "--port", server.path]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert DeviceConfig.from_dict(info["device"]) == CFG and info["training_steps_done"] == 0
+        out = tmp_path / "w.npz"
+        assert cli.main(["read-weights", "--port", server.path, "--output", str(out)]) == 0
+        with np.load(out) as w:
+            for l, p in enumerate(params, start=1):
+                assert np.array_equal(w[f"W{l}_int"], p[:, :-1]) and np.array_equal(w[f"b{l}_int"], p[:, -1])
+                assert np.allclose(w[f"W{l}"], p[:, :-1] / (1 << CFG.w_frac))
+        assert server.bytes_in > 0 and server.bytes_out > 0
+    finally:
+        server.close()
+    assert cli.main(["info", "--port", str(tmp_path / "no-such-port")]) == 3
+    assert "cannot open serial port" in capsys.readouterr().err
