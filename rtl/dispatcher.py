@@ -1,0 +1,356 @@
+"""The link's request dispatcher: checked frames in, learner commands out, one reply per frame.
+
+The gateware form of rfsnn.host.link.DeviceEndpoint (docs/protocol.md), which is its reference:
+- a frame's payload bytes are stored in a request buffer as the SLIP decoder delivers them; nothing
+  runs until its verdict says the CRC matched (a refused frame is answered with SEQ 0xFF and the
+  verdict's status, and changes nothing);
+- a first pass walks the requests and checks that each fits in the frame (BAD_LENGTH, nothing runs);
+- a second pass runs them in order as learner commands (rtl/commands.py), collecting reply data in a
+  reply buffer, and stops at the first refusal or an unknown code;
+- the reply is SEQ, STATUS, DONE and the buffered data. The header precedes the data but is known only
+  at the end, hence the buffer.
+PARAM_SEEK walks the learner's parameter pointer forward (PARAM_REWIND, then one PARAM_READ per
+parameter skipped): no division in gateware, and a few thousand clocks at most.
+"""
+from __future__ import annotations
+
+from amaranth import Array, C, Cat, Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from rfsnn.host.protocol import MAX_PAYLOAD, Code, value_bytes
+from rfsnn.sim.config import DeviceConfig
+
+from .commands import COMMAND, RESPONSE, Op, Status
+from .framing import PAYLOAD_BYTE, FrameStatus, verdict_layout
+
+REFUSED_SEQ = 0xFF
+# Fixed argument bytes of each request; None: a count byte, then count values.
+ARG_BYTES = {Code.NOP: 0, Code.INFO: 1, Code.SET: 5, Code.PARAM_SEEK: 5, Code.PARAM_WRITE: None,
+             Code.PARAM_READ: 1, Code.SAMPLE_SEEK: 2, Code.SAMPLE_WRITE: None, Code.OUTPUT_READ: 1,
+             Code.INFER: 0, Code.TRAIN_STEP: 2, Code.READ_LOSS: 1, Code.READ_STEP: 1, Code.READ_COUNTER: 1,
+             Code.CLEAR_COUNTERS: 0, Code.STEP_COUNT: 0}
+REPLY_BYTES = {Code.INFO: 4, Code.INFER: 8, Code.TRAIN_STEP: 2, Code.READ_LOSS: 8, Code.READ_STEP: 4,
+               Code.READ_COUNTER: 8, Code.STEP_COUNT: 2}
+SIMPLE = {Code.INFO: Op.INFO, Code.SET: Op.SET, Code.SAMPLE_SEEK: Op.SAMPLE_SEEK, Code.INFER: Op.INFER,
+          Code.READ_LOSS: Op.READ_LOSS, Code.READ_STEP: Op.READ_STEP, Code.READ_COUNTER: Op.READ_COUNTER,
+          Code.CLEAR_COUNTERS: Op.CLEAR_COUNTERS}
+
+
+class Dispatcher(wiring.Component):
+    def __init__(self, cfg: DeviceConfig):
+        self.cfg = cfg
+        self.vb = value_bytes(cfg)
+        super().__init__({
+            "payload": In(stream.Signature(8)),
+            "frame": In(stream.Signature(verdict_layout(MAX_PAYLOAD))),
+            "reply": Out(stream.Signature(PAYLOAD_BYTE)),
+            "cmd": Out(stream.Signature(COMMAND)),
+            "rsp": In(stream.Signature(RESPONSE)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, vb = self.cfg, self.vb
+        m.submodules.rq = rq = Memory(shape=8, depth=MAX_PAYLOAD + 1, init=[])
+        m.submodules.rp = rp = Memory(shape=8, depth=MAX_PAYLOAD + 1, init=[])
+        rq_w, rq_r = rq.write_port(), rq.read_port()
+        rp_w, rp_r = rp.write_port(), rp.read_port()
+
+        length = Signal(range(MAX_PAYLOAD + 2))  # payload bytes of the frame
+        pos = Signal(range(MAX_PAYLOAD + 2 + 255 * 8))  # read position in the request buffer
+        seq = Signal(8)
+        status = Signal(8)
+        done = Signal(8)  # requests completed
+        rlen = Signal(range(MAX_PAYLOAD + 2))  # reply data bytes
+        code = Signal(8)
+        arg = Signal(64)  # the request's fixed arguments, little-endian
+        nbytes = Signal(4)  # bytes still to gather into arg / to append
+        count = Signal(9)  # values still to go in a bulk request
+        out_val = Signal(64)  # value being appended to the reply
+        steps_done = Signal(16)
+        last_losses = Signal(8)
+        skip = Signal(32)  # PARAM_SEEK: parameters still to walk past
+        # the learner command in flight
+        c_op, c_index, c_data = Signal(8), Signal(16), Signal(64)
+        r_status, r_data = Signal(8), Signal(64)
+        sent = Signal()  # the command was taken; waiting for its response
+
+        def known_of(v):
+            return Cat(*[v == c for c in Code]).any()
+
+        def bulk_of(v):
+            return (v == Code.PARAM_WRITE) | (v == Code.SAMPLE_WRITE)
+
+        fixed = Array([C(ARG_BYTES[Code(c)] or 0, 4) if c in Code._value2member_map_ else C(0, 4) for c in range(16)])
+        bulk_op = bulk_of(code)
+        shamt = Signal(7)  # aligning gathered argument bytes to bit 0
+        m.d.comb += shamt.eq((8 - Mux(bulk_op, 1, fixed[code[:4]])) * 8)
+
+        m.d.comb += [self.cmd.payload.op.eq(c_op), self.cmd.payload.index.eq(c_index), self.cmd.payload.data.eq(c_data)]
+        value_in = Signal(signed(8 * vb))  # a value gathered from the request, sign-extended below
+        m.d.comb += value_in.eq(arg[:8 * vb])
+
+        shapes = cfg.layer_shapes
+        n_out = Array([C(o, 16) for o, _ in shapes])
+        n_in = Array([C(i, 16) for _, i in shapes])
+        row_len = Array([C(i + 1, 16) for _, i in shapes])
+        base = Array([C(sum(o * (i + 1) for o, i in shapes[:l]), 32) for l in range(len(shapes))])
+
+        def command(op, index=0, value=0):
+            m.d.sync += [c_op.eq(op), c_index.eq(index), c_data.eq(value), sent.eq(0)]
+
+        with m.FSM():
+            with m.State("RECEIVE"):
+                m.d.comb += [self.payload.ready.eq(1), self.frame.ready.eq(1)]
+                with m.If(self.payload.valid):
+                    m.d.comb += [rq_w.addr.eq(length), rq_w.data.eq(self.payload.payload), rq_w.en.eq(length <= MAX_PAYLOAD)]
+                    m.d.sync += length.eq(length + 1)
+                with m.If(self.frame.valid):
+                    with m.If(self.frame.payload.status == FrameStatus.OK):
+                        m.d.sync += pos.eq(1)
+                        m.next = "CHECK"
+                    with m.Else():
+                        m.d.sync += [seq.eq(REFUSED_SEQ), status.eq(self.frame.payload.status.as_value()),
+                                     done.eq(0), rlen.eq(0), pos.eq(0)]
+                        m.next = "REPLY"
+            # -- pass 1: does every request fit in the frame? --
+            with m.State("CHECK"):
+                m.d.comb += rq_r.addr.eq(pos)
+                m.next = "CHECK_CODE"
+            with m.State("CHECK_CODE"):
+                byte = rq_r.data
+                m.d.comb += rq_r.addr.eq(pos + 1)
+                with m.If((pos >= length) | ~known_of(byte)):  # the end, or an unknown code: pass 2 stops there
+                    m.d.sync += [pos.eq(1), done.eq(0), rlen.eq(0), status.eq(Status.OK)]
+                    m.next = "RUN"
+                with m.Elif(bulk_of(byte)):
+                    m.next = "CHECK_COUNT"
+                with m.Else():
+                    nxt = pos + 1 + fixed[rq_r.data[:4]]
+                    with m.If(nxt > length):
+                        m.next = "BAD_LENGTH"
+                    with m.Else():
+                        m.d.sync += pos.eq(nxt)
+                        m.next = "CHECK"
+            with m.State("CHECK_COUNT"):  # the count byte of a bulk request is on the read port
+                nxt = pos + 2 + rq_r.data * vb
+                with m.If((pos + 1 >= length) | (nxt > length)):
+                    m.next = "BAD_LENGTH"
+                with m.Else():
+                    m.d.sync += pos.eq(nxt)
+                    m.next = "CHECK"
+            with m.State("BAD_LENGTH"):
+                m.d.sync += [status.eq(4), done.eq(0), rlen.eq(0), pos.eq(0)]
+                m.next = "REPLY"
+            # -- pass 2: run the requests --
+            with m.State("RUN"):
+                m.d.comb += rq_r.addr.eq(pos)
+                m.next = "RUN_CODE"
+            with m.State("RUN_CODE"):
+                byte = rq_r.data
+                m.d.sync += code.eq(byte)
+                with m.If(pos >= length):
+                    m.d.sync += pos.eq(0)
+                    m.next = "REPLY"
+                with m.Elif(~known_of(byte)):
+                    m.d.sync += [status.eq(Status.UNKNOWN), pos.eq(0)]
+                    m.next = "REPLY"
+                with m.Else():
+                    m.d.sync += [pos.eq(pos + 1), arg.eq(0), nbytes.eq(Mux(bulk_of(byte), 1, fixed[byte[:4]]))]
+                    m.next = "ARGS"
+            with m.State("ARGS"):  # gather nbytes argument bytes into arg, little-endian
+                with m.If(nbytes == 0):
+                    m.next = "ACT"
+                with m.Else():
+                    m.d.comb += rq_r.addr.eq(pos)
+                    m.next = "ARGS_BYTE"
+            with m.State("ARGS_BYTE"):
+                m.d.sync += [arg.eq(Cat(arg[8:], rq_r.data)), pos.eq(pos + 1), nbytes.eq(nbytes - 1)]
+                m.next = "ARGS_ALIGN"
+            with m.State("ARGS_ALIGN"):  # after the last byte, shift arg down so its first byte is at bit 0
+                with m.If(nbytes == 0):
+                    m.d.sync += arg.eq(arg >> shamt)
+                    m.next = "ACT"
+                with m.Else():
+                    m.next = "ARGS"
+            with m.State("ACT"):
+                with m.Switch(code):
+                    for c, op in SIMPLE.items():
+                        with m.Case(c):
+                            if c == Code.SET:
+                                command(op, arg[:8], arg[8:40])
+                            elif c == Code.SAMPLE_SEEK:
+                                command(op, 0, arg[:16])
+                            else:
+                                command(op, arg[:8], 0)
+                            m.next = "SIMPLE"
+                    with m.Case(Code.NOP):
+                        m.next = "NEXT"
+                    with m.Case(Code.STEP_COUNT):
+                        m.d.sync += [out_val.eq(steps_done), nbytes.eq(2)]
+                        m.next = "APPEND"
+                    with m.Case(Code.TRAIN_STEP):
+                        with m.If(arg[:16] == steps_done):
+                            command(Op.TRAIN_STEP)
+                            m.next = "TRAIN"
+                        with m.Elif((steps_done != 0) & (arg[:16] == (steps_done - 1)[:16])):
+                            m.d.sync += [out_val.eq(Cat(last_losses, C(1, 8))), nbytes.eq(2)]
+                            m.next = "APPEND"
+                        with m.Else():
+                            m.d.sync += status.eq(Status.RANGE)
+                            m.next = "STOP"
+                    with m.Case(Code.PARAM_SEEK):
+                        layer, row, col = arg[:8], arg[8:24], arg[24:40]
+                        with m.If((layer >= len(shapes)) | (row >= n_out[layer[:4]]) | (col > n_in[layer[:4]])):
+                            m.d.sync += status.eq(Status.RANGE)
+                            m.next = "STOP"
+                        with m.Else():
+                            m.d.sync += skip.eq(base[layer[:4]] + row * row_len[layer[:4]] + col)
+                            command(Op.PARAM_REWIND)
+                            m.next = "SEEK"
+                    with m.Case(Code.PARAM_READ, Code.OUTPUT_READ):
+                        m.d.sync += count.eq(arg[:8])
+                        m.next = "READS"
+                    with m.Case(Code.PARAM_WRITE, Code.SAMPLE_WRITE):
+                        m.d.sync += count.eq(arg[:8])
+                        m.next = "WRITES"
+            # -- learner commands --
+            with m.State("SIMPLE"):
+                self._exchange(m, sent, r_status, r_data)
+                with m.If(self.rsp.valid & sent):
+                    with m.If(self.rsp.payload.status != Status.OK):
+                        m.d.sync += status.eq(self.rsp.payload.status)
+                        m.next = "STOP"
+                    with m.Else():
+                        n = Array([C(REPLY_BYTES.get(Code(c), 0) if c in Code._value2member_map_ else 0, 4)
+                                   for c in range(16)])[code[:4]]
+                        m.d.sync += [out_val.eq(self.rsp.payload.data), nbytes.eq(n)]
+                        m.next = "APPEND"
+            with m.State("TRAIN"):
+                self._exchange(m, sent, r_status, r_data)
+                with m.If(self.rsp.valid & sent):
+                    with m.If(self.rsp.payload.status != Status.OK):
+                        m.d.sync += status.eq(self.rsp.payload.status)
+                        m.next = "STOP"
+                    with m.Else():
+                        m.d.sync += [steps_done.eq(steps_done + 1), last_losses.eq(self.rsp.payload.data[:8]),
+                                     out_val.eq(self.rsp.payload.data[:8]), nbytes.eq(2)]
+                        m.next = "APPEND"
+            with m.State("SEEK"):  # the rewind, then one PARAM_READ per parameter skipped
+                self._exchange(m, sent, r_status, r_data)
+                with m.If(self.rsp.valid & sent):
+                    with m.If(skip == 0):
+                        m.next = "NEXT"
+                    with m.Else():
+                        m.d.sync += skip.eq(skip - 1)
+                        command(Op.PARAM_READ)
+            with m.State("READS"):
+                with m.If(count == 0):
+                    m.next = "NEXT"
+                with m.Else():
+                    command(Mux(code == Code.PARAM_READ, Op.PARAM_READ, Op.OUTPUT_READ))
+                    m.next = "READ_ONE"
+            with m.State("READ_ONE"):
+                self._exchange(m, sent, r_status, r_data)
+                with m.If(self.rsp.valid & sent):
+                    with m.If(self.rsp.payload.status != Status.OK):
+                        m.d.sync += status.eq(self.rsp.payload.status)
+                        m.next = "STOP"
+                    with m.Else():
+                        m.d.sync += [out_val.eq(self.rsp.payload.data), nbytes.eq(vb), count.eq(count - 1)]
+                        m.next = "APPEND_VALUE"
+            with m.State("APPEND_VALUE"):  # append vb bytes, then back to READS
+                with m.If(nbytes == 0):
+                    m.next = "READS"
+                with m.Else():
+                    m.d.comb += [rp_w.addr.eq(rlen), rp_w.data.eq(out_val[:8]), rp_w.en.eq(1)]
+                    m.d.sync += [rlen.eq(rlen + 1), out_val.eq(out_val >> 8), nbytes.eq(nbytes - 1)]
+            with m.State("WRITES"):
+                with m.If(count == 0):
+                    m.next = "NEXT"
+                with m.Else():
+                    m.d.sync += [nbytes.eq(vb), arg.eq(0)]
+                    m.next = "VALUE"
+            with m.State("VALUE"):  # gather one value (vb bytes, little-endian, signed)
+                with m.If(nbytes == 0):
+                    m.d.sync += arg.eq(arg >> ((8 - vb) * 8))
+                    m.next = "WRITE_ONE_SEND"
+                with m.Else():
+                    m.d.comb += rq_r.addr.eq(pos)
+                    m.next = "VALUE_BYTE"
+            with m.State("VALUE_BYTE"):
+                m.d.sync += [arg.eq(Cat(arg[8:], rq_r.data)), pos.eq(pos + 1), nbytes.eq(nbytes - 1)]
+                m.next = "VALUE"
+            with m.State("WRITE_ONE_SEND"):
+                command(Mux(code == Code.PARAM_WRITE, Op.PARAM_WRITE, Op.SAMPLE_WRITE), 0, value_in.as_signed())
+                m.next = "WRITE_ONE"
+            with m.State("WRITE_ONE"):
+                self._exchange(m, sent, r_status, r_data)
+                with m.If(self.rsp.valid & sent):
+                    with m.If(self.rsp.payload.status != Status.OK):
+                        m.d.sync += status.eq(self.rsp.payload.status)
+                        m.next = "STOP"
+                    with m.Else():
+                        m.d.sync += count.eq(count - 1)
+                        m.next = "WRITES"
+            with m.State("APPEND"):  # append nbytes of out_val to the reply, then the next request
+                with m.If(nbytes == 0):
+                    m.next = "NEXT"
+                with m.Else():
+                    m.d.comb += [rp_w.addr.eq(rlen), rp_w.data.eq(out_val[:8]), rp_w.en.eq(1)]
+                    m.d.sync += [rlen.eq(rlen + 1), out_val.eq(out_val >> 8), nbytes.eq(nbytes - 1)]
+            with m.State("NEXT"):
+                m.d.sync += done.eq(done + 1)
+                m.next = "RUN"
+            with m.State("STOP"):
+                m.d.sync += pos.eq(0)
+                m.next = "REPLY"
+            # -- the reply: SEQ, STATUS, DONE, then the data --
+            with m.State("REPLY"):  # pos counts reply bytes; SEQ is the request's first byte
+                m.d.comb += rq_r.addr.eq(0)
+                m.next = "REPLY_SEQ"
+            with m.State("REPLY_SEQ"):
+                with m.If(seq != REFUSED_SEQ):
+                    m.d.sync += seq.eq(rq_r.data)
+                m.next = "REPLY_BYTES"
+            with m.State("REPLY_BYTES"):
+                header = Array([seq, status, done])
+                m.d.comb += rp_r.addr.eq(pos - 3)
+                with m.If(pos < 3):
+                    m.d.comb += [self.reply.valid.eq(1), self.reply.payload.data.eq(header[pos[:2]]),
+                                 self.reply.payload.last.eq((pos == 2) & (rlen == 0))]
+                    with m.If(self.reply.ready):
+                        m.d.sync += pos.eq(pos + 1)
+                        with m.If((pos == 2) & (rlen == 0)):
+                            m.next = "FINISH"
+                        with m.Elif(pos == 2):
+                            m.next = "REPLY_DATA_FETCH"
+                with m.Else():
+                    m.next = "REPLY_DATA_FETCH"
+            with m.State("REPLY_DATA_FETCH"):
+                m.d.comb += rp_r.addr.eq(pos - 3)
+                m.next = "REPLY_DATA"
+            with m.State("REPLY_DATA"):
+                m.d.comb += [rp_r.addr.eq(pos - 3), self.reply.valid.eq(1), self.reply.payload.data.eq(rp_r.data),
+                             self.reply.payload.last.eq(pos - 3 == rlen - 1)]
+                with m.If(self.reply.ready):
+                    m.d.sync += pos.eq(pos + 1)
+                    with m.If(pos - 3 == rlen - 1):
+                        m.next = "FINISH"
+                    with m.Else():
+                        m.next = "REPLY_DATA_FETCH"
+            with m.State("FINISH"):
+                m.d.sync += [length.eq(0), seq.eq(0)]
+                m.next = "RECEIVE"
+        return m
+
+    def _exchange(self, m, sent, r_status, r_data):
+        """Offer the command until taken, then take its response."""
+        with m.If(~sent):
+            m.d.comb += self.cmd.valid.eq(1)
+            with m.If(self.cmd.ready):
+                m.d.sync += sent.eq(1)
+        with m.Else():
+            m.d.comb += self.rsp.ready.eq(1)

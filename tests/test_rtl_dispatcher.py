@@ -1,0 +1,110 @@
+"""rtl.dispatcher.Dispatcher + rtl.learner.Learner answer request frames exactly as the software device
+(host.link.DeviceEndpoint over sim.golden_device.GoldenDevice) does, reply for reply."""
+import numpy as np
+from amaranth import Module
+from amaranth.lib import stream, wiring
+from amaranth.sim import Simulator
+
+from rfsnn.host import protocol as P
+from rfsnn.host.link import DeviceEndpoint
+from rfsnn.rtl.dispatcher import Dispatcher
+from rfsnn.rtl.framing import PAYLOAD_BYTE, FrameStatus, verdict_layout
+from rfsnn.rtl.learner import Learner
+from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.golden_device import GoldenDevice
+from rfsnn.sim.learner_sim import make_steps, random_problem
+
+CFG = DeviceConfig(layers=(2, 5, 2), t_steps=8, max_batch=16, max_directions=4)
+
+
+class Top(wiring.Component):
+    def __init__(self):
+        self.disp = Dispatcher(CFG)
+        super().__init__({"payload": wiring.In(stream.Signature(8)),
+                          "frame": wiring.In(stream.Signature(verdict_layout(P.MAX_PAYLOAD))),
+                          "reply": wiring.Out(stream.Signature(PAYLOAD_BYTE))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.disp = disp = self.disp
+        m.submodules.learner = learner = Learner(CFG, 1, 2)
+        wiring.connect(m, disp.cmd, learner.cmd)
+        wiring.connect(m, learner.rsp, disp.rsp)
+        wiring.connect(m, wiring.flipped(self.payload), disp.payload)
+        wiring.connect(m, wiring.flipped(self.frame), disp.frame)
+        wiring.connect(m, disp.reply, wiring.flipped(self.reply))
+        return m
+
+
+def scripts():
+    """Request payloads (SEQ + requests) and raw refusals, as a host would send them."""
+    params, x, t = random_problem(CFG, 5, seed=8)
+    steps = make_steps(CFG, 5, 2, seed=3, directions=2)
+    vb = P.value_bytes(CFG)
+    rows = np.concatenate([x, t], axis=1).ravel()
+    flat = [v for p in params for v in p.ravel()]
+    frames = [
+        [P.info(0), P.info(3), P.step_count()],
+        [P.param_seek(0), P.param_write(flat[:15])],
+        [P.param_seek(1, 0, 0), P.param_write(flat[15:])],
+        [P.param_seek(0, 2, 1), P.param_read(6)],
+        [P.set_register(0, 5), P.sample_seek(0), P.sample_write(rows)],
+        [P.infer(), P.sample_seek(0), P.output_read(10)],
+        [P.set_register(1, steps[0].seed), P.set_register(2, 2), P.set_register(4, steps[0].gain_mant),
+         P.set_register(5, steps[0].gain_shift), P.set_register(6, steps[0].clip), P.set_register(7, 8),
+         P.train_step(0), P.read_loss(0), P.read_loss(3), P.read_step(1)],
+        [P.train_step(0)],  # a resent step: answered, not run
+        [P.train_step(5)],  # out of step: RANGE
+        [P.param_seek(0, 9)],  # no such row: RANGE
+        [P.set_register(0, 99), P.nop()],  # batch beyond max_batch: RANGE, DONE 0
+        [P.param_seek(0), P.param_read(17)],  # past the end of the parameters: RANGE mid-request
+        [P.read_counter(3), P.clear_counters(), P.read_counter(3)],
+    ]
+    payloads = [P.encode_request_payload(n, f, vb) for n, f in enumerate(frames)]
+    payloads.append(bytes([20, P.Code.NOP, 0x7E, P.Code.NOP]))  # an unknown code after one NOP
+    payloads.append(bytes([21]) + P.param_write([1, 2, 3]).encode(vb)[:-1])  # truncated: BAD_LENGTH
+    return payloads
+
+
+def test_dispatcher_answers_like_the_software_device():
+    payloads = scripts()
+    gd = GoldenDevice(CFG)
+    endpoint = DeviceEndpoint(gd.execute, CFG)
+    expected = [endpoint._run(p) for p in payloads] + [P.encode_reply(0xFF, P.LinkStatus.BAD_CRC, 0, b"")]
+    dut = Top()
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.reply.ready, 1)
+        for p in payloads + [None]:
+            for b in (p or b"\x01\x02"):
+                ctx.set(dut.payload.payload, b)
+                ctx.set(dut.payload.valid, 1)
+                await ctx.tick().until(dut.payload.ready)
+            ctx.set(dut.payload.valid, 0)
+            ctx.set(dut.frame.payload.status, FrameStatus.OK if p is not None else FrameStatus.BAD_CRC)
+            ctx.set(dut.frame.payload.length, len(p or b"\x01\x02"))
+            ctx.set(dut.frame.valid, 1)
+            await ctx.tick().until(dut.frame.ready)
+            ctx.set(dut.frame.valid, 0)
+            reply = bytearray()
+            for _ in range(100_000):  # a frame of this script takes a few thousand clocks; a hang fails
+                await ctx.tick()
+                if ctx.get(dut.reply.valid):
+                    reply.append(ctx.get(dut.reply.payload.data))
+                    if ctx.get(dut.reply.payload.last):
+                        break
+            else:
+                raise AssertionError(f"no complete reply to frame {len(got)}")
+            got.append(bytes(reply))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    for n, (g, e) in enumerate(zip(got, expected)):
+        assert g == e, f"frame {n}: rtl {P.decode_reply(g)}, software {P.decode_reply(e)}"
+    assert len(got) == len(expected)
+    statuses = {P.decode_reply(e).status for e in expected}
+    assert statuses == {P.LinkStatus.OK, P.LinkStatus.RANGE, P.LinkStatus.UNKNOWN, P.LinkStatus.BAD_LENGTH,
+                        P.LinkStatus.BAD_CRC}
