@@ -108,3 +108,13 @@ def test_dispatcher_answers_like_the_software_device():
     statuses = {P.decode_reply(e).status for e in expected}
     assert statuses == {P.LinkStatus.OK, P.LinkStatus.RANGE, P.LinkStatus.UNKNOWN, P.LinkStatus.BAD_LENGTH,
                         P.LinkStatus.BAD_CRC}
+
+
+def test_the_software_device_bulk_path_answers_like_its_per_command_path():
+    """GoldenDevice's vectorised pointer commands (used by rfsnn train) change nothing but speed."""
+    plain, fast = GoldenDevice(CFG), GoldenDevice(CFG)
+    a, b = DeviceEndpoint(plain.execute, CFG), DeviceEndpoint(fast.execute, CFG, bulk=fast)
+    for p in scripts():
+        assert a._run(p) == b._run(p)
+    assert all(np.array_equal(x, y) for x, y in zip(plain.params, fast.params))
+    assert np.array_equal(plain.x, fast.x) and np.array_equal(plain.t, fast.t) and np.array_equal(plain.y, fast.y)
