@@ -49,7 +49,7 @@ from amaranth.lib.wiring import In, Out
 
 from rfsnn.sim.config import ConfigError, DeviceConfig
 
-from .commands import COMMAND, RESPONSE, Counter, Mode, Op, Reg, Status, info_words
+from .commands import COMMAND, RESPONSE, Counter, Op, Reg, Status, info_words
 from .factors import DirectionFactors
 from .fixed import rshift_round, saturate
 from .lif import LIFLanes

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from rfsnn.host import protocol as P
 from rfsnn.host.link import Device, DeviceEndpoint, LinkError, LoopbackTransport
-from rfsnn.sim.config import DeviceConfig, StepParams
+from rfsnn.sim.config import DeviceConfig
 from rfsnn.sim.golden import GoldenModel
 from rfsnn.sim.golden_device import GoldenDevice
 from rfsnn.sim.learner_sim import make_steps, random_problem
