@@ -14,6 +14,8 @@ parameter skipped): no division in gateware, and a few thousand clocks at most.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from amaranth import Array, C, Cat, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
@@ -74,8 +76,9 @@ class Dispatcher(wiring.Component):
         skip = Signal(32)  # PARAM_SEEK: parameters still to walk past
         # the learner command in flight
         c_op, c_index, c_data = Signal(8), Signal(16), Signal(64)
-        r_status, r_data = Signal(8), Signal(64)
         sent = Signal()  # the command was taken; waiting for its response
+        then_reads = Signal()  # APPEND returns to READS (a bulk read) instead of the next request
+        rlen_at_start = Signal.like(rlen)  # reply data before this request: a refused request adds none
 
         def known_of(v):
             return Cat(*[v == c for c in Code]).any()
@@ -100,6 +103,17 @@ class Dispatcher(wiring.Component):
 
         def command(op, index=0, value=0):
             m.d.sync += [c_op.eq(op), c_index.eq(index), c_data.eq(value), sent.eq(0)]
+
+        @contextmanager
+        def response_ok():
+            """Exchange the command; a refusal stops the frame with its status, else the body runs."""
+            self._exchange(m, sent)
+            with m.If(self.rsp.valid & sent):
+                with m.If(self.rsp.payload.status != Status.OK):
+                    m.d.sync += [status.eq(self.rsp.payload.status), rlen.eq(rlen_at_start)]
+                    m.next = "STOP"
+                with m.Else():
+                    yield
 
         with m.FSM():
             with m.State("RECEIVE"):
@@ -176,6 +190,8 @@ class Dispatcher(wiring.Component):
                 with m.Else():
                     m.next = "ARGS"
             with m.State("ACT"):
+                m.d.sync += [then_reads.eq(0),  # only a bulk read's values return to READS
+                             rlen_at_start.eq(rlen)]
                 with m.Switch(code):
                     for c, op in SIMPLE.items():
                         with m.Case(c):
@@ -218,28 +234,18 @@ class Dispatcher(wiring.Component):
                         m.next = "WRITES"
             # -- learner commands --
             with m.State("SIMPLE"):
-                self._exchange(m, sent, r_status, r_data)
-                with m.If(self.rsp.valid & sent):
-                    with m.If(self.rsp.payload.status != Status.OK):
-                        m.d.sync += status.eq(self.rsp.payload.status)
-                        m.next = "STOP"
-                    with m.Else():
-                        n = Array([C(REPLY_BYTES.get(Code(c), 0) if c in Code._value2member_map_ else 0, 4)
-                                   for c in range(16)])[code[:4]]
-                        m.d.sync += [out_val.eq(self.rsp.payload.data), nbytes.eq(n)]
-                        m.next = "APPEND"
+                with response_ok():
+                    n = Array([C(REPLY_BYTES.get(Code(c), 0) if c in Code._value2member_map_ else 0, 4)
+                               for c in range(16)])[code[:4]]
+                    m.d.sync += [out_val.eq(self.rsp.payload.data), nbytes.eq(n)]
+                    m.next = "APPEND"
             with m.State("TRAIN"):
-                self._exchange(m, sent, r_status, r_data)
-                with m.If(self.rsp.valid & sent):
-                    with m.If(self.rsp.payload.status != Status.OK):
-                        m.d.sync += status.eq(self.rsp.payload.status)
-                        m.next = "STOP"
-                    with m.Else():
-                        m.d.sync += [steps_done.eq(steps_done + 1), last_losses.eq(self.rsp.payload.data[:8]),
-                                     out_val.eq(self.rsp.payload.data[:8]), nbytes.eq(2)]
-                        m.next = "APPEND"
-            with m.State("SEEK"):  # the rewind, then one PARAM_READ per parameter skipped
-                self._exchange(m, sent, r_status, r_data)
+                with response_ok():
+                    m.d.sync += [steps_done.eq(steps_done + 1), last_losses.eq(self.rsp.payload.data[:8]),
+                                 out_val.eq(self.rsp.payload.data[:8]), nbytes.eq(2)]
+                    m.next = "APPEND"
+            with m.State("SEEK"):  # the rewind, then one PARAM_READ per parameter skipped (answers ignored)
+                self._exchange(m, sent)
                 with m.If(self.rsp.valid & sent):
                     with m.If(skip == 0):
                         m.next = "NEXT"
@@ -253,20 +259,10 @@ class Dispatcher(wiring.Component):
                     command(Mux(code == Code.PARAM_READ, Op.PARAM_READ, Op.OUTPUT_READ))
                     m.next = "READ_ONE"
             with m.State("READ_ONE"):
-                self._exchange(m, sent, r_status, r_data)
-                with m.If(self.rsp.valid & sent):
-                    with m.If(self.rsp.payload.status != Status.OK):
-                        m.d.sync += status.eq(self.rsp.payload.status)
-                        m.next = "STOP"
-                    with m.Else():
-                        m.d.sync += [out_val.eq(self.rsp.payload.data), nbytes.eq(vb), count.eq(count - 1)]
-                        m.next = "APPEND_VALUE"
-            with m.State("APPEND_VALUE"):  # append vb bytes, then back to READS
-                with m.If(nbytes == 0):
-                    m.next = "READS"
-                with m.Else():
-                    m.d.comb += [rp_w.addr.eq(rlen), rp_w.data.eq(out_val[:8]), rp_w.en.eq(1)]
-                    m.d.sync += [rlen.eq(rlen + 1), out_val.eq(out_val >> 8), nbytes.eq(nbytes - 1)]
+                with response_ok():
+                    m.d.sync += [out_val.eq(self.rsp.payload.data), nbytes.eq(vb), count.eq(count - 1),
+                                 then_reads.eq(1)]
+                    m.next = "APPEND"
             with m.State("WRITES"):
                 with m.If(count == 0):
                     m.next = "NEXT"
@@ -287,17 +283,15 @@ class Dispatcher(wiring.Component):
                 command(Mux(code == Code.PARAM_WRITE, Op.PARAM_WRITE, Op.SAMPLE_WRITE), 0, value_in.as_signed())
                 m.next = "WRITE_ONE"
             with m.State("WRITE_ONE"):
-                self._exchange(m, sent, r_status, r_data)
-                with m.If(self.rsp.valid & sent):
-                    with m.If(self.rsp.payload.status != Status.OK):
-                        m.d.sync += status.eq(self.rsp.payload.status)
-                        m.next = "STOP"
-                    with m.Else():
-                        m.d.sync += count.eq(count - 1)
-                        m.next = "WRITES"
-            with m.State("APPEND"):  # append nbytes of out_val to the reply, then the next request
+                with response_ok():
+                    m.d.sync += count.eq(count - 1)
+                    m.next = "WRITES"
+            with m.State("APPEND"):  # append nbytes of out_val to the reply; then the next value or request
                 with m.If(nbytes == 0):
-                    m.next = "NEXT"
+                    with m.If(then_reads):
+                        m.next = "READS"
+                    with m.Else():
+                        m.next = "NEXT"
                 with m.Else():
                     m.d.comb += [rp_w.addr.eq(rlen), rp_w.data.eq(out_val[:8]), rp_w.en.eq(1)]
                     m.d.sync += [rlen.eq(rlen + 1), out_val.eq(out_val >> 8), nbytes.eq(nbytes - 1)]
@@ -346,7 +340,7 @@ class Dispatcher(wiring.Component):
                 m.next = "RECEIVE"
         return m
 
-    def _exchange(self, m, sent, r_status, r_data):
+    def _exchange(self, m, sent):
         """Offer the command until taken, then take its response."""
         with m.If(~sent):
             m.d.comb += self.cmd.valid.eq(1)

@@ -57,7 +57,7 @@ def scripts():
         [P.train_step(5)],  # out of step: RANGE
         [P.param_seek(0, 9)],  # no such row: RANGE
         [P.set_register(0, 99), P.nop()],  # batch beyond max_batch: RANGE, DONE 0
-        [P.param_seek(0), P.param_read(17)],  # past the end of the parameters: RANGE mid-request
+        [P.param_seek(1, 1, 0), P.param_read(10)],  # runs past the last parameter: RANGE mid-request
         [P.read_counter(3), P.clear_counters(), P.read_counter(3)],
     ]
     payloads = [P.encode_request_payload(n, f, vb) for n, f in enumerate(frames)]
