@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from rfsnn.sim.config import DeviceConfig, StepParams, gain_for
-from rfsnn.sim.golden import Counters, join_params, split_params
+from rfsnn.sim.golden import Counters, base_loss, join_params, split_params
 from rfsnn.sim.golden_device import GoldenDevice
 
 from . import estimators, floatnet, optim
@@ -67,6 +67,7 @@ class GoldenBackend(Backend):
         self.clip = min(cfg.step_range[1], int(round(settings.clip * (1 << (cfg.w_frac + cfg.step_frac)))))
         self.seeds = np.random.default_rng([seed, 0x5EED])
         self.passes = 0
+        self.samples = 0  # forward passes x batch, summed over steps
         self.steps_done = 0
         # Device counters spent on evaluations (predict_dev), which are not training work.
         self._evaluation = {"spikes": np.zeros(len(cfg.layers) - 2, np.int64), "synaptic_ops": 0}
@@ -97,11 +98,9 @@ class GoldenBackend(Backend):
         reply = self.device.train_step(sp)
         self._params = None
         self.passes += len(reply.losses)
+        self.samples += len(reply.losses) * len(x)
         self.steps_done += 1
-        self.batch = len(x)
-        losses = reply.losses
-        base = losses[0] if len(losses) % 2 else (losses[0] + losses[1]) // 2  # as StepResult.base_loss
-        return base / float(1 << (2 * cfg.w_frac)) / len(x)
+        return base_loss(reply.losses) / float(1 << (2 * cfg.w_frac)) / len(x)
 
     @property
     def forward_passes(self) -> int:
@@ -141,10 +140,9 @@ class GoldenBackend(Backend):
         cfg = self.cfg
         dev = self.device.counters()
         spikes = [int(dev[f"spikes{h}"] - self._evaluation["spikes"][h]) for h in range(len(cfg.layers) - 2)]
-        samples = self.passes * getattr(self, "batch", 0)
-        return Counters(forward_passes=self.passes, samples=samples, spikes=spikes,
+        return Counters(forward_passes=self.passes, samples=self.samples, spikes=spikes,
                         synaptic_ops=int(dev["synaptic_ops"] - self._evaluation["synaptic_ops"]),
-                        input_macs=samples * cfg.layers[0] * cfg.layers[1], update_passes=self.steps_done,
+                        input_macs=self.samples * cfg.layers[0] * cfg.layers[1], update_passes=self.steps_done,
                         weight_updates=self.steps_done * cfg.n_params).to_dict()
 
 

@@ -111,8 +111,13 @@ class StepResult:
 
     @property
     def base_loss(self) -> int:
-        """The unperturbed loss (forward difference) or the mean of the +/- pair of direction 0 (central)."""
-        return self.losses[0] if len(self.losses) % 2 else (self.losses[0] + self.losses[1]) // 2
+        return base_loss(self.losses)
+
+
+def base_loss(losses: list[int]) -> int:
+    """The unperturbed loss (forward difference) or the mean of the +/- pair of direction 0 (central),
+    from a step's losses in evaluation order."""
+    return losses[0] if len(losses) % 2 else (losses[0] + losses[1]) // 2
 
 
 class GoldenModel:
