@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rfsnn.rtl.commands import INFO_FIELDS, Op, Reg, Status, mode_bits, parse_info
+from rfsnn.rtl.commands import INFO_FIELDS, Op, Reg, Status, counter_names, mode_bits, parse_info
 from rfsnn.sim.config import DeviceConfig, StepParams
 
 from . import protocol as P
@@ -362,7 +362,7 @@ class Device:
         return StepReply(values[:n_losses], values[n_losses:], repeated)
 
     def counters(self) -> dict[str, int]:
-        names = ["cycles_busy", "cycles_last", "synaptic_ops"] + [f"spikes{h}" for h in range(len(self.cfg.layers) - 2)]
+        names = counter_names(self.cfg)
         return dict(zip(names, self.request([P.read_counter(i) for i in range(len(names))])))
 
     def clear_counters(self) -> None:

@@ -66,6 +66,11 @@ class Counter(IntEnum):
     SPIKES = 3  # SPIKES + l: spikes of hidden layer l (only samples of the batch count)
 
 
+def counter_names(cfg: DeviceConfig) -> list[str]:
+    """READ_COUNTER index -> name, as hosts report the counters."""
+    return ["cycles_busy", "cycles_last", "synaptic_ops"] + [f"spikes{h}" for h in range(cfg.n_layers - 1)]
+
+
 class Status(IntEnum):
     OK = 0
     RANGE = 1  # a value or index the device cannot take; nothing changed

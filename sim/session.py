@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rfsnn.rtl.commands import INFO_FIELDS, Counter, Op, Reg, Status, mode_bits, parse_info
+from rfsnn.rtl.commands import INFO_FIELDS, Counter, Op, Reg, Status, counter_names, mode_bits, parse_info
 from rfsnn.sim.config import DeviceConfig, StepParams
 
 MASK64 = (1 << 64) - 1
@@ -96,5 +96,5 @@ class LearnerSession:
         return StepReport(losses, steps, cycles)
 
     async def counters(self) -> dict[str, int]:
-        names = ["cycles_busy", "cycles_last", "synaptic_ops"] + [f"spikes{l}" for l in range(len(self.cfg.layers) - 2)]
+        names = counter_names(self.cfg)
         return {name: await self.call(Op.READ_COUNTER, i) for i, name in enumerate(names)}
