@@ -120,6 +120,44 @@ def cmd_sim(a) -> int:
     return 0 if cmp.ok else 1
 
 
+def cmd_virtual_board(a) -> int:
+    """Serve the gateware on a simulator behind a pseudo-terminal until stopped (Ctrl-C)."""
+    import dataclasses
+
+    from rfsnn.sim import rtlsim
+    from rfsnn.sim.virtual_board import PORT_PREFIX, BoardSpec, serve
+
+    from .problems import get_problem
+    from .train import settings_for
+
+    if a.config:
+        cfg = _sim_config(a)
+    else:  # the task's default device, so that `rfsnn train --task T --backend serial` matches it
+        cfg = settings_for(a.task).device_config(get_problem(a.task).dim)
+        changes = {k: v for k, v in (("layers", a.layers), ("t_steps", a.t_steps)) if v is not None}
+        cfg = dataclasses.replace(cfg, **changes)
+    board = BoardSpec(cfg, a.neuron_lanes, a.sample_lanes, a.clock_mhz * 1e6, a.baud, a.simulator)
+    try:
+        rtlsim.find_simulator(a.simulator)
+    except rtlsim.SimulatorMissing as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    print(f"virtual board: network {','.join(map(str, cfg.layers))}, T={cfg.t_steps}, max batch {cfg.max_batch}; "
+          f"lanes {a.neuron_lanes}x{a.sample_lanes}; {a.clock_mhz:g} MHz clock, {a.baud} baud (divisor "
+          f"{board.divisor}); {a.simulator}", flush=True)
+
+    def ready(path):
+        print(f"{PORT_PREFIX}{path}", flush=True)
+        print("serving until stopped (Ctrl-C); e.g. rfsnn info --port " + path, flush=True)
+
+    try:
+        serve(board, a.build_dir and Path(a.build_dir), on_ready=ready,
+              on_status=lambda text: print(text, flush=True))
+    except KeyboardInterrupt:
+        print("virtual board stopped")
+    return 0
+
+
 def _open_device(a):
     from .link import Device, SerialTransport
 
@@ -207,6 +245,21 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--seed", type=int, default=0, help="seed of the random network, batch and step seeds")
     sm.add_argument("--build-dir", help="where to build (default: a temporary folder, removed afterwards)")
     sm.set_defaults(func=cmd_sim)
+    vb = sub.add_parser("virtual-board", help="serve the gateware, simulated, on a pseudo-terminal: a board for "
+                        "`--port` without a board (prints `port: /dev/pts/N` when ready)")
+    vb.add_argument("--task", choices=list(TASK_DEFAULTS), default="mexican-hat",
+                    help="build the task's default device (unless --config)")
+    vb.add_argument("--config", help="DeviceConfig JSON (or a run folder's config.json)")
+    vb.add_argument("--layers", type=_tuple_of_ints, help="network, e.g. 2,64,1 (overrides the configuration)")
+    vb.add_argument("--t-steps", dest="t_steps", type=int, help="time steps per sample (a power of two)")
+    vb.add_argument("--neuron-lanes", type=int, default=1)
+    vb.add_argument("--sample-lanes", type=int, default=8, help="a power of two")
+    vb.add_argument("--clock-mhz", type=float, default=12.0, help="the simulated board's clock")
+    vb.add_argument("--baud", type=int, default=3_000_000, help="the UART's baud rate")
+    vb.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator",
+                    help="icarus works but is about 300 times slower")
+    vb.add_argument("--build-dir", help="where to build (default build/virtual-board/<simulator>-<hash>; reused)")
+    vb.set_defaults(func=cmd_virtual_board)
     for name, func, hlp in (("info", cmd_info, "print a connected device's configuration and counters"),
                             ("read-weights", cmd_read_weights, "read a connected device's weights into an .npz")):
         d = sub.add_parser(name, help=hlp)
@@ -228,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:  # link failures (LinkError) and missing tools: one line too
-        if type(e).__name__ not in ("LinkError", "SimulatorMissing"):
+        if type(e).__name__ not in ("LinkError", "SimulatorMissing", "VirtualBoardError"):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 3

@@ -220,13 +220,13 @@ class Device:
         self.t, self.timeout, self.retries = transport, timeout, retries
         self.deframer = P.Deframer()
         self.seq = 0
+        self.retried = 0  # frames sent again (no reply in time, or a damaged one)
         self.vb = 2  # INFO replies do not depend on it; set from the configuration below
         self.cfg, self.neuron_lanes, self.sample_lanes = self.info()
         self.vb = P.value_bytes(self.cfg)
         if expect is not None:
             check_config(expect, self.cfg)
         self.steps_done = self.request([P.step_count()])[0]
-        self.retried = 0
         self._registers: dict[Reg, int] = {}  # step registers as last set on the device by this host
 
     # -- one frame, stop-and-wait --

@@ -50,6 +50,7 @@ class Dispatcher(wiring.Component):
             "reply": Out(stream.Signature(PAYLOAD_BYTE)),
             "cmd": Out(stream.Signature(COMMAND)),
             "rsp": In(stream.Signature(RESPONSE)),
+            "idle": Out(1),  # waiting for a frame: nothing received is being worked on
         })
 
     def elaborate(self, platform):
@@ -115,7 +116,8 @@ class Dispatcher(wiring.Component):
                 with m.Else():
                     yield
 
-        with m.FSM():
+        with m.FSM() as fsm:
+            m.d.comb += self.idle.eq(fsm.ongoing("RECEIVE"))
             with m.State("RECEIVE"):
                 m.d.comb += [self.payload.ready.eq(1), self.frame.ready.eq(1)]
                 with m.If(self.payload.valid):

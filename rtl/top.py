@@ -1,7 +1,16 @@
 """The device: UART pins in and out, the learner inside (docs/rtl.md, docs/protocol.md).
 
-    rx pin -> UARTRx -> SLIPDecoder -> Dispatcher <-> Learner
-    tx pin <- UARTTx <- SLIPEncoder <-------'
+    rx pin -> UARTRx -> receive FIFO -> SLIPDecoder -> Dispatcher <-> Learner
+    tx pin <- UARTTx <- SLIPEncoder <-------------------------'
+
+The receive FIFO holds the bytes that arrive while the dispatcher works on an earlier frame (a training
+step takes milliseconds), so a host may send its next frames without waiting for the reply: the wire
+time of the next batch then overlaps the device's compute (docs/protocol.md, "Pipelining"). A host
+keeps at most `rx_fifo_depth` bytes in flight; past that the UART reports an overrun, the damaged frame
+fails its CRC and is answered BAD_CRC, and the host resends.
+
+`busy` is high while anything received is still being worked on or a reply is still going out: a
+board can show it on an LED, and the virtual board's harness sleeps while it is low.
 
 Everything a board needs besides its clock and pins; the board files (issue 5) wrap this.
 """
@@ -9,6 +18,7 @@ from __future__ import annotations
 
 from amaranth import Module
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from rfsnn.sim.config import DeviceConfig
@@ -19,23 +29,30 @@ from .learner import Learner
 from .uart import UART
 
 
+RX_FIFO_DEPTH = 512  # bytes: one iCE40 block RAM; two frames of the longest kind
+
+
 class DeviceTop(wiring.Component):
-    def __init__(self, cfg: DeviceConfig, divisor: int, neuron_lanes: int = 1, sample_lanes: int = 8):
-        self.cfg, self.divisor = cfg, divisor
+    def __init__(self, cfg: DeviceConfig, divisor: int, neuron_lanes: int = 1, sample_lanes: int = 8,
+                 rx_fifo_depth: int = RX_FIFO_DEPTH):
+        self.cfg, self.divisor, self.rx_fifo_depth = cfg, divisor, rx_fifo_depth
         self.neuron_lanes, self.sample_lanes = neuron_lanes, sample_lanes
         Learner.check_lanes(cfg, neuron_lanes, sample_lanes)
-        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "link_errors": Out(2)})
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "link_errors": Out(2), "busy": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.uart = uart = UART(self.divisor)
+        m.submodules.rx_fifo = rx_fifo = SyncFIFOBuffered(width=8, depth=self.rx_fifo_depth)
         m.submodules.decoder = dec = SLIPDecoder()
         m.submodules.dispatcher = disp = Dispatcher(self.cfg)
         m.submodules.learner = learner = Learner(self.cfg, self.neuron_lanes, self.sample_lanes)
         m.submodules.encoder = enc = SLIPEncoder()
         m.d.comb += [uart.rx.eq(self.rx), self.tx.eq(uart.tx),
                      self.link_errors.eq(uart.framing_error | (uart.overrun << 1))]
-        wiring.connect(m, uart.rx_bytes, dec.bytes)
+        wiring.connect(m, uart.rx_bytes, rx_fifo.w_stream)
+        wiring.connect(m, rx_fifo.r_stream, dec.bytes)
+        m.d.comb += self.busy.eq(rx_fifo.r_rdy | ~disp.idle | enc.bytes.valid | ~uart.tx_bytes.ready)
         wiring.connect(m, dec.payload, disp.payload)
         wiring.connect(m, dec.frame, disp.frame)
         wiring.connect(m, disp.cmd, learner.cmd)

@@ -9,6 +9,7 @@ cocotb 2), and the testbench module compares the design with the golden model.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -83,8 +84,13 @@ def export_verilog(component, toplevel: str, path: Path, simulator: str | None =
     text = verilog.convert(component, name=toplevel)
     if simulator == "icarus":
         text = icarus_time0_fix(text)
-    path.write_text(text)
+    if not path.exists() or path.read_text() != text:  # unchanged: keep its time stamp (see reuse_build)
+        path.write_text(text)
     return path
+
+
+def _build_stamp(src: Path, simulator: str, env: dict[str, str]) -> str:
+    return hashlib.sha256("\0".join([src.read_text(), simulator, repr(sorted(env.items()))]).encode()).hexdigest()
 
 
 def _ports_only_verilator(verilog: Path, toplevel: str, build_dir: Path):
@@ -114,7 +120,7 @@ def _ports_only_verilator(verilog: Path, toplevel: str, build_dir: Path):
 
 def run(component, toplevel: str, test_module: str, simulator: str = "icarus", build_dir: Path | None = None,
         extra_env: dict[str, str] | None = None, verilator_opt: str | None = None, quiet: bool = False,
-        ports_only: bool = False) -> Path:
+        ports_only: bool = False, reuse_build: bool = False) -> Path:
     """Export, build and run; raises AssertionError if any cocotb test fails. Returns the results file.
 
     quiet: the build's and the simulator's output go to build.log and sim.log in build_dir instead of
@@ -123,6 +129,8 @@ def run(component, toplevel: str, test_module: str, simulator: str = "icarus", b
     e.g. "-O0" to halve the build time of a short test run; None keeps Verilator's default (-Os).
     ports_only (Verilator): the testbench reads and drives only the top level's ports, so internal
     signals need not be public (about half the build time and a faster model for the Learner).
+    reuse_build: skip the build when build_dir holds one of the same Verilog, simulator and options
+    (a stamp file records them); the virtual board uses it, since a Verilator build takes minutes.
     """
     from cocotb_tools.runner import get_runner
 
@@ -139,10 +147,15 @@ def run(component, toplevel: str, test_module: str, simulator: str = "icarus", b
             runner = _ports_only_verilator(src, toplevel, build_dir)
         else:
             runner = get_runner(simulator)
-        runner.build(sources=[src], hdl_toplevel=toplevel, build_dir=build_dir, always=True,
-                     build_args=["-Wno-fatal"] if simulator == "verilator" else [], timescale=("1ns", "1ps"),
-                     log_file=build_dir / "build.log" if quiet else None)
-        results = runner.test(hdl_toplevel=toplevel, test_module=test_module, build_dir=build_dir,
+        stamp_file, stamp = build_dir / "build.stamp", _build_stamp(src, simulator, env)
+        if not (reuse_build and stamp_file.exists() and stamp_file.read_text() == stamp):
+            stamp_file.unlink(missing_ok=True)
+            runner.build(sources=[src], hdl_toplevel=toplevel, build_dir=build_dir, always=True,
+                         build_args=["-Wno-fatal"] if simulator == "verilator" else [], timescale=("1ns", "1ps"),
+                         log_file=build_dir / "build.log" if quiet else None)
+            stamp_file.write_text(stamp)
+        results = runner.test(hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", test_module=test_module,
+                              build_dir=build_dir,
                               extra_env={"PYTHONPATH": os.pathsep.join(sys.path), **(extra_env or {})},
                               log_file=build_dir / "sim.log" if quiet else None)
     finally:
