@@ -2,6 +2,9 @@
 
 - golden: the device itself, in software (rfsnn.sim.golden), driven through the host link's byte protocol:
   fixed point, weight perturbation on chip;
+- rtl: the gateware on a Verilog simulator (a virtual board, sim.virtual_board), over a pseudo-terminal;
+- serial: a board on a serial port;
+  (the three are one DeviceBackend: the same host code and bytes, on different transports)
 - float-wp / float-rfg / float-bp: floating-point references of the same network (host.floatnet):
   weight perturbation, randomized forward-mode gradient, back-propagation through time.
 """
@@ -9,15 +12,33 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataclasses import dataclass
+
 from rfsnn.sim.config import DeviceConfig, StepParams, gain_for
 from rfsnn.sim.golden import Counters, base_loss, join_params, split_params
 from rfsnn.sim.golden_device import GoldenDevice
 
 from . import estimators, floatnet, optim
 from .dataset import dequantize, quantize
-from .link import Device, DeviceEndpoint, LoopbackTransport
+from .link import Device, DeviceEndpoint, LoopbackTransport, SerialTransport
 
-BACKENDS = ("golden", "float-bp", "float-rfg", "float-wp")
+DEVICE_BACKENDS = ("golden", "rtl", "serial")
+BACKENDS = (*DEVICE_BACKENDS, "float-bp", "float-rfg", "float-wp")
+
+
+@dataclass
+class LinkOptions:
+    """How to reach the device of the rtl and serial backends (not part of a run's settings)."""
+
+    port: str | None = None  # serial
+    baud: int = 3_000_000
+    timeout: float | None = None  # seconds per reply; None: 2 s for a board, 120 s for a virtual board
+    retries: int = 3
+    simulator: str = "verilator"  # rtl
+    neuron_lanes: int = 1
+    sample_lanes: int = 8
+    clock_mhz: float = 12.0
+    build_dir: str | None = None
 
 
 class Backend:
@@ -28,7 +49,11 @@ class Backend:
     name: str
     forward_passes: int = 0
 
-    def step(self, x_dev: np.ndarray, y_dev: np.ndarray, lr: float, step_index: int) -> float: ...
+    def step(self, x_dev: np.ndarray, y_dev: np.ndarray, lr: float, step_index: int, upcoming=None) -> float:
+        """upcoming: the next step's (x_dev, y_dev), if any, which a device may start uploading now."""
+
+    def close(self) -> None:
+        """Release the device (a virtual board's simulator, a serial port)."""
 
     def predict_dev(self, x_dev: np.ndarray) -> np.ndarray: ...
 
@@ -44,22 +69,17 @@ class Backend:
         return {"forward_passes": self.forward_passes}
 
 
-class GoldenBackend(Backend):
-    """The device in software, driven through the host link: every step's batch, step parameters and
-    losses cross the byte protocol of docs/protocol.md (framing, CRC, requests) to the golden device
-    (sim.golden_device behind host.link.DeviceEndpoint), exactly as they would cross a serial port to
-    a board. The weights stay on the device; they are read back when asked for."""
+class DeviceBackend(Backend):
+    """A device driven through the host link: every step's batch, step parameters and losses cross the
+    byte protocol of docs/protocol.md (framing, CRC, requests), whatever carries the bytes. The weights
+    stay on the device; they are read back when asked for. Each step's frame is followed by the next
+    step's batch, so that upload overlaps the step's compute (the device's receive FIFO holds it)."""
 
-    name = "golden"
-
-    def __init__(self, cfg: DeviceConfig, init: list[tuple[np.ndarray, np.ndarray]], settings, seed: int,
-                 transport=None):
-        self.cfg, self.s = cfg, settings
-        self.golden_device = GoldenDevice(cfg)
-        self.model = self.golden_device.model  # the device's golden model
-        self.transport = transport or LoopbackTransport(DeviceEndpoint(self.golden_device.execute, cfg,
-                                                                       bulk=self.golden_device))
-        self.device = Device(self.transport, expect=cfg)
+    def __init__(self, name: str, cfg: DeviceConfig, init: list[tuple[np.ndarray, np.ndarray]], settings,
+                 seed: int, transport, timeout: float = 1.0, retries: int = 3, on_close=None):
+        self.name, self.cfg, self.s = name, cfg, settings
+        self.transport, self._on_close = transport, on_close
+        self.device = Device(transport, expect=cfg, timeout=timeout, retries=retries)
         params = [quantize(np.clip(p, *[v / (1 << cfg.w_frac) for v in cfg.w_range]), cfg.w_frac, cfg.w_bits,
                            "initial weight") for p in join_params(init)]
         self._write(params)
@@ -69,6 +89,7 @@ class GoldenBackend(Backend):
         self.passes = 0
         self.samples = 0  # forward passes x batch, summed over steps
         self.steps_done = 0
+        self._loaded_for: int | None = None  # the step whose batch the sample memory holds
         # Device counters spent on evaluations (predict_dev), which are not training work.
         self._evaluation = {"spikes": np.zeros(len(cfg.layers) - 2, np.int64), "synaptic_ops": 0}
 
@@ -83,10 +104,15 @@ class GoldenBackend(Backend):
             self._params = self.device.read_params()
         return self._params
 
-    def step(self, x_dev, y_dev, lr, step_index):
+    def _quantize(self, x_dev, y_dev):
+        cfg = self.cfg
+        return (quantize(x_dev, cfg.x_frac, cfg.x_bits, "input"),
+                quantize(y_dev.reshape(len(y_dev), -1), cfg.w_frac, cfg.y_bits, "target"))
+
+    def step(self, x_dev, y_dev, lr, step_index, upcoming=None):
         cfg, s = self.cfg, self.s
-        x = quantize(x_dev, cfg.x_frac, cfg.x_bits, "input")
-        y = quantize(y_dev.reshape(len(y_dev), -1), cfg.w_frac, cfg.y_bits, "target")
+        x, y = self._quantize(x_dev, y_dev)
+        nxt = None if upcoming is None else self._quantize(*upcoming)  # refused here, before anything is sent
         per_layer = s.directions / cfg.n_layers if s.scope == "layerwise" else s.directions  # as float-wp averages
         mant, shift = gain_for(lr, self.sigma_lsb, len(x), per_layer, s.difference == "central", cfg)
         sp = StepParams(seed=int(self.seeds.integers(1 << 32)), directions=s.directions, sigma=self.sigma_lsb,
@@ -94,8 +120,8 @@ class GoldenBackend(Backend):
                         scope=s.scope, layer_start=(step_index * s.directions) % cfg.n_layers,
                         stochastic_rounding=s.stochastic_rounding)
         sp.validate(cfg)
-        self.device.load_batch(x, y)
-        reply = self.device.train_step(sp)
+        reply = self.device.train_step(sp, batch=(x, y), next_batch=nxt, loaded=self._loaded_for == step_index)
+        self._loaded_for = None if nxt is None else step_index + 1
         self._params = None
         self.passes += len(reply.losses)
         self.samples += len(reply.losses) * len(x)
@@ -110,6 +136,7 @@ class GoldenBackend(Backend):
         cfg = self.cfg
         x = quantize(x_dev, cfg.x_frac, cfg.x_bits, "input")
         before = self.device.counters()
+        self._loaded_for = None  # the evaluation batches take the sample memory
         out = []
         for start in range(0, len(x), cfg.max_batch):  # the device holds one batch at a time
             xb = x[start:start + cfg.max_batch]
@@ -145,6 +172,46 @@ class GoldenBackend(Backend):
                         input_macs=self.samples * cfg.layers[0] * cfg.layers[1], update_passes=self.steps_done,
                         weight_updates=self.steps_done * cfg.n_params).to_dict()
 
+    def close(self):
+        if self._on_close:
+            self._on_close()
+            self._on_close = None
+
+
+class GoldenBackend(DeviceBackend):
+    """The device in software (sim.golden_device behind host.link.DeviceEndpoint), in process."""
+
+    def __init__(self, cfg: DeviceConfig, init, settings, seed: int):
+        self.golden_device = GoldenDevice(cfg)
+        self.model = self.golden_device.model  # the device's golden model
+        transport = LoopbackTransport(DeviceEndpoint(self.golden_device.execute, cfg, bulk=self.golden_device))
+        super().__init__("golden", cfg, init, settings, seed, transport)
+
+
+def open_device_backend(name: str, cfg: DeviceConfig, init, settings, seed: int, link: LinkOptions) -> DeviceBackend:
+    """The rtl backend (a virtual board started for this run, stopped at its end) or the serial one."""
+    if name == "serial":
+        if not link.port:
+            raise ValueError("--backend serial needs --port (the board's serial port, e.g. /dev/ttyUSB1)")
+        transport = SerialTransport(link.port, link.baud)
+        try:
+            return DeviceBackend(name, cfg, init, settings, seed, transport,
+                                 timeout=link.timeout or 2.0, retries=link.retries, on_close=transport.close)
+        except BaseException:
+            transport.close()
+            raise
+    from rfsnn.sim.virtual_board import BoardSpec, VirtualBoard
+
+    board = BoardSpec(cfg, link.neuron_lanes, link.sample_lanes, link.clock_mhz * 1e6, link.baud, link.simulator)
+    vb = VirtualBoard.launch(board, link.build_dir, on_status=lambda text: print(text, flush=True))
+    try:
+        transport = SerialTransport(vb.port, link.baud)
+        return DeviceBackend(name, cfg, init, settings, seed, transport, timeout=link.timeout or 120.0,
+                             retries=link.retries, on_close=lambda: (transport.close(), vb.stop()))
+    except BaseException:
+        vb.stop()
+        raise
+
 
 class FloatBackend(Backend):
     """Float references. Weight perturbation uses the device's update rule (SGD on the same schedule);
@@ -157,7 +224,7 @@ class FloatBackend(Backend):
         self.opt = optim.SGD() if name == "float-wp" else optim.Adam()
         self.forward_passes = 0
 
-    def step(self, x_dev, y_dev, lr, step_index):
+    def step(self, x_dev, y_dev, lr, step_index, upcoming=None):
         s = self.s
         target = y_dev.reshape(len(y_dev), -1)
         if self.name == "float-bp":
@@ -189,7 +256,7 @@ class FloatBackend(Backend):
                        for l in range(1, len(self.spec.layers))]
 
 
-def make_backend(name: str, cfg: DeviceConfig, settings, seed: int) -> Backend:
+def make_backend(name: str, cfg: DeviceConfig, settings, seed: int, link: LinkOptions | None = None) -> Backend:
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     spec = floatnet.FloatNetSpec(layers=cfg.layers, T=cfg.t_steps, leak_shift=cfg.leak_shift, theta=cfg.threshold)
@@ -197,4 +264,6 @@ def make_backend(name: str, cfg: DeviceConfig, settings, seed: int) -> Backend:
                                 readout_gain=settings.init_readout_gain)
     if name == "golden":
         return GoldenBackend(cfg, init, settings, seed)
+    if name in DEVICE_BACKENDS:
+        return open_device_backend(name, cfg, init, settings, seed, link or LinkOptions())
     return FloatBackend(name, spec, init, settings, seed)

@@ -23,10 +23,16 @@ def cmd_train(a) -> int:
     s = settings_for(a.task, backend=a.backend, hidden=a.hidden, steps=a.steps, batch=a.batch,
                      directions=a.directions, sigma=a.sigma, lr=a.lr, seed=a.seed, t_steps=a.t_steps,
                      difference=a.difference, scope=a.scope, noise=a.noise)
+    from .backends import LinkOptions
+
     if a.no_stochastic_rounding:
         s.stochastic_rounding = False
+    if a.port and a.backend != "serial":
+        raise ValueError(f"--port is for --backend serial (this run uses --backend {a.backend})")
+    link = LinkOptions(port=a.port, baud=a.baud, timeout=a.timeout, retries=a.retries, simulator=a.simulator,
+                       neuron_lanes=a.neuron_lanes, sample_lanes=a.sample_lanes, build_dir=a.build_dir)
     out = Path(a.out) if a.out else Path("runs") / f"{s.task}-{s.backend}-{time.strftime('%Y%m%d-%H%M%S')}"
-    m = train(s, out=out, progress=not a.quiet)
+    m = train(s, out=out, progress=not a.quiet, link=link)
     print(f"{m['task']} / {m['backend']}: {m['steps']} steps, {m['forward_passes']} forward passes, "
           f"{m['wall_s']:.1f} s, test relative L2 error {m['test_rel_l2']:.4f}")
     print(f"run folder: {out}  (metrics.json, weights.npz, prediction.png, loss.png)")
@@ -199,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a network on a PDE task and write a run folder")
     t.add_argument("--task", choices=list(TASK_DEFAULTS), default="mexican-hat")
     t.add_argument("--backend", choices=BACKENDS, default="golden",
-                   help="golden: the device's fixed-point arithmetic (default); float-*: references")
+                   help="golden: the device in software (default); rtl: the gateware on a simulator (a virtual "
+                        "board); serial: a board at --port; float-*: floating-point references")
     t.add_argument("--steps", type=int, help="training steps (default: the task's)")
     t.add_argument("--batch", type=int, help="samples per step")
     t.add_argument("--directions", type=int, help="K perturbation directions per step")
@@ -214,6 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", help="run folder (default runs/<task>-<backend>-<time>)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    d = t.add_argument_group("device link (--backend serial / rtl)")
+    d.add_argument("--port", help="serial port of the board (or of `rfsnn virtual-board`), e.g. /dev/ttyUSB1")
+    d.add_argument("--baud", type=int, default=3_000_000)
+    d.add_argument("--timeout", type=float, help="seconds to wait for each reply (default 2; rtl: 120)")
+    d.add_argument("--retries", type=int, default=3)
+    d.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator", help="rtl: the simulator")
+    d.add_argument("--neuron-lanes", type=int, default=1, help="rtl: the gateware's neuron lanes")
+    d.add_argument("--sample-lanes", type=int, default=8, help="rtl: the gateware's sample lanes")
+    d.add_argument("--build-dir", help="rtl: where the simulator model is built (reused)")
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="evaluate a trained run at arbitrary points")

@@ -215,12 +215,21 @@ class StepReply:
     repeated: bool  # the device had run this step already (a resent frame)
 
 
+class _Trouble(Exception):
+    """A frame of a pipelined exchange got no valid reply (the line was drained before this is raised)."""
+
+
 class Device:
-    def __init__(self, transport, expect: DeviceConfig | None = None, timeout: float = 1.0, retries: int = 3):
-        self.t, self.timeout, self.retries = transport, timeout, retries
+    def __init__(self, transport, expect: DeviceConfig | None = None, timeout: float = 1.0, retries: int = 3,
+                 window: int = P.RX_WINDOW):
+        """timeout: seconds to wait for a reply (a virtual board needs tens of seconds for long steps);
+        retries: resends of a frame before giving up; window: bytes sent ahead of their replies (at most
+        the device's receive buffer, P.RX_WINDOW; 0 means stop-and-wait)."""
+        self.t, self.timeout, self.retries, self.window = transport, timeout, retries, window
         self.deframer = P.Deframer()
         self.seq = 0
         self.retried = 0  # frames sent again (no reply in time, or a damaged one)
+        self._pending: dict[int, object] = {}  # replies read while waiting for another frame's, by SEQ
         self.vb = 2  # INFO replies do not depend on it; set from the configuration below
         self.cfg, self.neuron_lanes, self.sample_lanes = self.info()
         self.vb = P.value_bytes(self.cfg)
@@ -229,57 +238,114 @@ class Device:
         self.steps_done = self.request([P.step_count()])[0]
         self._registers: dict[Reg, int] = {}  # step registers as last set on the device by this host
 
-    # -- one frame, stop-and-wait --
+    # -- frames: stop-and-wait, or pipelined up to `window` bytes ahead --
     def request(self, requests: list[P.Request]) -> list:
-        names = ", ".join(r.code.name for r in requests[:4]) + (" ..." if len(requests) > 4 else "")
-        payload = P.encode_request_payload(self.seq, requests, self.vb)
-        wire = P.frame(payload)
-        last = "nothing"
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self.retried += 1
-            self.t.write(wire)
-            reply = self._await(self.seq)
-            if reply is None:
-                last = f"no reply within {self.timeout} s"
+        return self.exchange([requests])[0]
+
+    def exchange(self, frames: list[list[P.Request]], on_trouble: str = "resend") -> list[list]:
+        """Send frames and return each one's decoded reply data, in order.
+
+        Frames go out up to `window` bytes ahead of their replies, which the device's receive FIFO
+        holds while it works; replies come back in order. When a reply is missing or refused, the line
+        is drained and then, with on_trouble="resend", the frames still unanswered are sent again one at
+        a time (every request is idempotent; these frames must not depend on each other's order); with
+        on_trouble="raise", _Trouble is raised for a caller that knows how to recover.
+        """
+        n = len(frames)
+        seqs = [(self.seq + i) % REFUSED_SEQ for i in range(n)]
+        wires = [P.frame(P.encode_request_payload(q, f, self.vb)) for q, f in zip(seqs, frames)]
+        results: list = [None] * n
+        tries = [0] * n
+        sent = acked = in_flight = 0
+        lockstep = self.window == 0
+        last = ["nothing"] * n
+        while acked < n:
+            while sent < n and (sent == acked or (not lockstep and in_flight + len(wires[sent]) <= self.window)):
+                if tries[sent] == 0:
+                    self._pending.pop(seqs[sent], None)  # a stale reply from 255 frames ago
+                if not (lockstep and seqs[sent] in self._pending):  # a resend whose first reply came late
+                    self.t.write(wires[sent])
+                    tries[sent] += 1
+                    in_flight += len(wires[sent])
+                sent += 1
+            reply = self._await(seqs[acked])
+            if isinstance(reply, P.Reply) and reply.status not in (LinkStatus.BAD_CRC, LinkStatus.BAD_LENGTH,
+                                                                   LinkStatus.BUSY):
+                in_flight = max(0, in_flight - len(wires[acked]))
+                if reply.status != LinkStatus.OK:
+                    self.seq = (self.seq + n) % REFUSED_SEQ
+                    raise LinkError(self._refusal(frames[acked], reply))
+                results[acked] = P.split_reply_data(frames[acked], reply, self.vb)
+                acked += 1
                 continue
-            if isinstance(reply, str):
-                last = reply
+            last[acked] = (f"no reply within {self.timeout} s" if reply is None else
+                           f"the device answered {reply.status.name}" if isinstance(reply, P.Reply) else reply)
+            if sent > acked + 1:  # later frames are in flight: let the device finish them first
+                self._drain()
+            if on_trouble == "raise" and sent > acked + 1:
+                self.seq = (self.seq + n) % REFUSED_SEQ
+                raise _Trouble(last[acked])
+            if tries[acked] > self.retries:
+                self.seq = (self.seq + n) % REFUSED_SEQ
+                raise LinkError(f"{self._names(frames[acked])}: no valid reply after {tries[acked]} tries; "
+                                f"last: {last[acked]}")
+            self.retried += 1
+            lockstep, sent, in_flight = True, acked, 0
+        self.seq = (self.seq + n) % REFUSED_SEQ
+        return results
+
+    @staticmethod
+    def _names(requests: list[P.Request]) -> str:
+        return ", ".join(r.code.name for r in requests[:4]) + (" ..." if len(requests) > 4 else "")
+
+    def _refusal(self, requests: list[P.Request], reply: P.Reply) -> str:
+        failed = requests[reply.done] if reply.done < len(requests) else None
+        what = f"{failed.code.name}{failed.args or ''}" if failed else self._names(requests)
+        return (f"{what}: the device answered {reply.status.name} "
+                f"({reply.done} of {len(requests)} requests of the frame completed)")
+
+    def _replies(self, timeout: float):
+        """Decoded replies (P.Reply) or trouble descriptions (str) from one read."""
+        for rx in self.deframer.feed(self.t.read(timeout)):
+            if rx.payload is None:
+                yield f"a damaged reply ({rx.reason})"
                 continue
-            if reply.status in (LinkStatus.BAD_CRC, LinkStatus.BAD_LENGTH, LinkStatus.BUSY):
-                last = f"the device answered {reply.status.name}"
-                continue
-            self.seq = (self.seq + 1) % REFUSED_SEQ
-            if reply.status != LinkStatus.OK:
-                failed = requests[reply.done] if reply.done < len(requests) else None
-                what = f"{failed.code.name}{failed.args or ''}" if failed else names
-                raise LinkError(f"{what}: the device answered {reply.status.name} "
-                                f"({reply.done} of {len(requests)} requests of the frame completed)")
-            return P.split_reply_data(requests, reply, self.vb)
-        raise LinkError(f"{names}: no valid reply after {self.retries + 1} tries; last: {last}")
+            try:
+                yield P.decode_reply(rx.payload)
+            except P.ParseError as e:
+                yield f"an unreadable reply ({e})"
 
     def _await(self, seq: int):
+        """This frame's reply; else, once nothing more is coming for now, the trouble seen (or None)."""
+        if seq in self._pending:
+            return self._pending.pop(seq)
         deadline = time.monotonic() + self.timeout
         while True:
-            trouble = None  # a damaged or refused reply is reported only if this frame's own reply is not also here
-            for rx in self.deframer.feed(self.t.read(max(0.0, deadline - time.monotonic()))):
-                if rx.payload is None:
-                    trouble = trouble or f"a damaged reply ({rx.reason})"
-                    continue
-                try:
-                    reply = P.decode_reply(rx.payload)
-                except P.ParseError as e:
-                    trouble = trouble or f"an unreadable reply ({e})"
-                    continue
-                if reply.seq == seq:
-                    return reply
-                if reply.seq == REFUSED_SEQ:
-                    trouble = trouble or reply
-                # else: a late reply to an earlier frame; ignore it
+            trouble = None
+            for r in self._replies(max(0.0, deadline - time.monotonic())):
+                if isinstance(r, str):
+                    trouble = trouble or r
+                elif r.seq == REFUSED_SEQ:
+                    trouble = trouble or r
+                else:  # ours, or a later frame's (pipelined), or a late reply to an earlier one
+                    self._pending[r.seq] = r
+            if seq in self._pending:
+                return self._pending.pop(seq)
             if trouble is not None:
                 return trouble
             if time.monotonic() >= deadline:
                 return None
+
+    def _drain(self) -> None:
+        """Read (keeping the replies) until the device has been quiet for `timeout` seconds."""
+        while True:
+            got = False
+            for r in self._replies(self.timeout):
+                got = True
+                if isinstance(r, P.Reply) and r.seq != REFUSED_SEQ:
+                    self._pending[r.seq] = r
+            if not got:
+                return
 
     # -- the device API --
     def info(self) -> tuple[DeviceConfig, int, int]:
@@ -296,34 +362,65 @@ class Device:
 
     def write_params(self, params: list[np.ndarray]) -> None:
         n = self._per_frame(1 + 6 + 2)  # SEQ, PARAM_SEEK, PARAM_WRITE's code and count
+        if len(params) != self.cfg.n_layers:
+            raise ValueError(f"{len(params)} weight matrices; the device's network has {self.cfg.n_layers} layers")
+        frames = []
         for l, p in enumerate(params):
             p = np.asarray(p, np.int64)
+            o, i = self.cfg.layer_shapes[l]
+            if p.shape != (o, i + 1):
+                raise ValueError(f"layer {l + 1}: weights of shape {p.shape}; the device's are ({o}, {i + 1}) "
+                                 "(the bias is the last column)")
+            self._check(p, self.cfg.w_range, f"layer {l + 1} weight row/column")
             flat = p.ravel()
-            cols = p.shape[1]
             for start in range(0, len(flat), n):
-                row, col = divmod(start, cols)
-                self.request([P.param_seek(l, row, col), P.param_write(flat[start:start + n])])
+                row, col = divmod(start, i + 1)
+                frames.append([P.param_seek(l, row, col), P.param_write(flat[start:start + n])])
+        self.exchange(frames)
 
     def read_params(self) -> list[np.ndarray]:
         n = self._per_frame(3)
-        out = []
+        frames, layer_of = [], []
         for l, (o, i) in enumerate(self.cfg.layer_shapes):
-            vals = []
             for start in range(0, o * (i + 1), n):
                 row, col = divmod(start, i + 1)
-                count = min(n, o * (i + 1) - start)
-                vals += self.request([P.param_seek(l, row, col), P.param_read(count)])[1]
-            out.append(np.array(vals, np.int64).reshape(o, i + 1))
-        return out
+                frames.append([P.param_seek(l, row, col), P.param_read(min(n, o * (i + 1) - start))])
+                layer_of.append(l)
+        vals: list[list[int]] = [[] for _ in self.cfg.layer_shapes]
+        for l, got in zip(layer_of, self.exchange(frames)):
+            vals[l] += got[1]
+        return [np.array(v, np.int64).reshape(o, i + 1) for v, (o, i) in zip(vals, self.cfg.layer_shapes)]
 
-    def load_batch(self, x: np.ndarray, t: np.ndarray) -> None:
+    def _check(self, values: np.ndarray, rng: tuple[int, int], what: str) -> None:
+        """Refuse values the device would refuse, before anything is sent."""
+        bad = (values < rng[0]) | (values > rng[1])
+        if bad.any():
+            at = np.unravel_index(int(np.argmax(bad)), values.shape)
+            raise ValueError(f"{what} {'/'.join(map(str, at))}: {int(values[at])} is outside the device's "
+                             f"range [{rng[0]}, {rng[1]}]; nothing was sent")
+
+    def batch_frames(self, x: np.ndarray, t: np.ndarray) -> list[list[P.Request]]:
+        """The frames that load a batch (inputs x, targets t, device integers) into the sample memory."""
         x, t = np.asarray(x, np.int64), np.asarray(t, np.int64)
+        cfg = self.cfg
+        if x.ndim != 2 or t.ndim != 2 or x.shape[1] != cfg.layers[0] or t.shape != (len(x), cfg.layers[-1]):
+            raise ValueError(f"a batch of shape {x.shape} -> {t.shape}; the device takes (B, {cfg.layers[0]}) "
+                             f"-> (B, {cfg.layers[-1]})")
+        if not 1 <= len(x) <= cfg.max_batch:
+            raise ValueError(f"a batch of {len(x)} samples; the device holds 1..{cfg.max_batch}")
+        self._check(x, cfg.x_range, "input sample/column")
+        self._check(t, cfg.y_range, "target sample/column")
         per_sample = x.shape[1] + t.shape[1]
         per_frame = self._per_frame(1 + 6 + 3 + 2) // per_sample  # SEQ, SET, SAMPLE_SEEK, SAMPLE_WRITE's code and count
         rows = np.concatenate([x, t], axis=1)
+        frames = []
         for s in range(0, len(rows), per_frame):
             first = [P.set_register(Reg.BATCH, len(x))] if s + per_frame >= len(rows) else []  # with the last frame
-            self.request(first + [P.sample_seek(s), P.sample_write(rows[s:s + per_frame].ravel())])
+            frames.append(first + [P.sample_seek(s), P.sample_write(rows[s:s + per_frame].ravel())])
+        return frames
+
+    def load_batch(self, x: np.ndarray, t: np.ndarray) -> None:
+        self.exchange(self.batch_frames(x, t))
 
     def infer(self) -> int:
         return self.request([P.infer()])[0]
@@ -337,7 +434,11 @@ class Device:
             vals += self.request([P.sample_seek(s), P.output_read(count * nL)])[1]
         return np.array(vals, np.int64).reshape(batch, nL)
 
-    def train_step(self, sp: StepParams) -> StepReply:
+    def train_step(self, sp: StepParams, batch: tuple[np.ndarray, np.ndarray] | None = None,
+                   next_batch: tuple[np.ndarray, np.ndarray] | None = None, loaded: bool = False) -> StepReply:
+        """One training step on `batch` (inputs, targets); loaded=True: the batch is on the device already
+        (sent as an earlier step's next_batch). next_batch goes out right behind the step's frame, so
+        its upload overlaps the step's compute (docs/protocol.md, "Pipelining")."""
         regs = [(Reg.SEED, sp.seed), (Reg.DIRECTIONS, sp.directions), (Reg.SIGMA, sp.sigma),
                 (Reg.GAIN_MANT, sp.gain_mant), (Reg.GAIN_SHIFT, sp.gain_shift), (Reg.CLIP, sp.clip),
                 (Reg.MODE, mode_bits(sp.noise, sp.difference, sp.scope, sp.stochastic_rounding)),
@@ -346,9 +447,26 @@ class Device:
         reads = [P.read_loss(i) for i in range(n_losses)] + [P.read_step(k) for k in range(sp.directions)]
         # Registers keep their values on the device: send only those that changed (usually the seed).
         sets = [P.set_register(r, v) for r, v in regs if self._registers.get(r) != v]
-        frame = sets + [P.train_step(self.steps_done)]
+        step = sets + [P.train_step(self.steps_done)]
         together = 3 + 2 + sum(r.reply_length(self.vb) for r in reads) <= P.MAX_PAYLOAD
-        reply = self.request(frame + reads if together else frame)  # one frame per step when the reply fits
+        step_frame = step + reads if together else step  # one frame per step when the reply fits
+        if batch is not None and not loaded:
+            self.load_batch(*batch)  # not pipelined with the step: the step must not run on half a batch
+        after = [] if next_batch is None else self.batch_frames(*next_batch)
+        try:
+            reply = self.exchange([step_frame] + after, on_trouble="raise")[0]
+        except _Trouble:
+            # A frame was lost while others were in flight; the line is drained, and the device ran
+            # what it received in order. Did this step run? If not, the next batch may have overwritten
+            # its batch: send that again first.
+            if self.request([P.step_count()])[0] == self.steps_done:
+                if batch is None:
+                    raise LinkError("TRAIN_STEP was lost after the next batch was sent, and the step's own "
+                                    "batch is not at hand to send again") from None
+                self.load_batch(*batch)
+            reply = self.request(step_frame)  # answers "repeated" if the step ran already
+            if next_batch is not None:
+                self.load_batch(*next_batch)
         self._registers.update(regs)
         got, repeated = reply[len(sets)]
         if got != n_losses:

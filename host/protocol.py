@@ -16,6 +16,7 @@ import numpy as np
 
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 MAX_PAYLOAD = 255
+RX_WINDOW = 512  # bytes of frames a device buffers while it works: a host keeps at most this many in flight
 CRC_BYTES = 4
 
 

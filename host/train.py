@@ -17,7 +17,7 @@ import numpy as np
 from rfsnn.sim.config import DeviceConfig
 
 from . import optim
-from .backends import BACKENDS, make_backend
+from .backends import BACKENDS, DEVICE_BACKENDS, LinkOptions, make_backend
 from .dataset import Dataset, Scaler
 from .problems import get_problem
 
@@ -71,7 +71,7 @@ TASK_DEFAULTS: dict[str, dict] = {
 }
 # The optimiser differs by backend (SGD for perturbation, Adam for back-propagated gradients),
 # so the learning rate does too.
-LR_DEFAULTS = {"golden": 0.08, "float-wp": 0.08, "float-rfg": 3e-3, "float-bp": 3e-3}
+LR_DEFAULTS = {"golden": 0.08, "rtl": 0.08, "serial": 0.08, "float-wp": 0.08, "float-rfg": 3e-3, "float-bp": 3e-3}
 
 
 def settings_for(task: str, **overrides) -> TrainSettings:
@@ -92,7 +92,7 @@ def rel_l2(pred: np.ndarray, ref: np.ndarray) -> float:
 class Run:
     """A backend, the data it trains on, and the scaling between the task and the device."""
 
-    def __init__(self, s: TrainSettings):
+    def __init__(self, s: TrainSettings, link: LinkOptions | None = None):
         if s.backend not in BACKENDS:
             raise ValueError(f"unknown backend {s.backend!r}; choose one of {', '.join(BACKENDS)}")
         self.s = s
@@ -100,7 +100,7 @@ class Run:
         self.data = Dataset.make(self.problem, n_train=s.n_train, seed=s.seed)
         self.scaler = self.data.scaler
         self.cfg = s.device_config(self.problem.dim)
-        self.backend = make_backend(s.backend, self.cfg, s, s.seed)
+        self.backend = make_backend(s.backend, self.cfg, s, s.seed, link)
 
     def predict(self, x_task: np.ndarray) -> np.ndarray:
         """Model output in task units at task coordinates (N, d)."""
@@ -111,11 +111,20 @@ class Run:
         return rel_l2(self.predict(self.data.x_test), self.data.u_test)
 
 
-def train(s: TrainSettings, out: Path | None = None, progress: bool = True) -> dict:
-    """Run the training loop; write the run folder if `out` is given; return the metrics."""
+def train(s: TrainSettings, out: Path | None = None, progress: bool = True, link: LinkOptions | None = None) -> dict:
+    """Run the training loop; write the run folder if `out` is given; return the metrics. link: how to
+    reach the device of the rtl and serial backends."""
+    run = Run(s, link)
+    try:
+        return _train(run, out, progress)
+    finally:
+        run.backend.close()
+
+
+def _train(run: Run, out: Path | None, progress: bool) -> dict:
     from tqdm import tqdm
 
-    run = Run(s)
+    s = run.s
     lr0 = s.base_lr()
     every = s.eval_every or max(1, s.steps // 20)
     batches = run.data.batches(s.batch, np.random.default_rng([s.seed, 2]), drop_last=True)
@@ -124,10 +133,12 @@ def train(s: TrainSettings, out: Path | None = None, progress: bool = True) -> d
     bar = tqdm(range(s.steps), desc=f"{s.task}/{s.backend}", unit="step", disable=not progress,
                dynamic_ncols=True, mininterval=0.5)
     done, interrupted = 0, False
+    upcoming = next(batches) if s.steps else None
     try:
         for i in bar:
-            xb, ub = next(batches)
-            loss = run.backend.step(run.scaler.inputs(xb), run.scaler.targets(ub), lr_at(s, lr0, i), i)
+            (xb, ub), upcoming = upcoming, (next(batches) if i + 1 < s.steps else None)
+            ahead = None if upcoming is None else (run.scaler.inputs(upcoming[0]), run.scaler.targets(upcoming[1]))
+            loss = run.backend.step(run.scaler.inputs(xb), run.scaler.targets(ub), lr_at(s, lr0, i), i, ahead)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {i}; lower --lr (now {lr0})")
             history["step"].append(i)
@@ -177,19 +188,24 @@ def write_run(out: Path, run: Run, metrics: dict, history: dict, pred: np.ndarra
                      title=f"{run.s.task} / {run.s.backend}: test rel. L2 {metrics['test_rel_l2']:.4f}")
     # Perturbation backends only ever evaluate perturbed networks; their batch loss includes the
     # perturbation's own cost, so it flattens while the test error still falls.
-    perturbed = run.s.backend in ("golden", "float-wp")
+    perturbed = run.s.backend in (*DEVICE_BACKENDS, "float-wp")
     label = "batch loss at w +/- sigma v (MSE, device units)" if perturbed else "batch loss (MSE, device units)"
     plots.loss_curve(out / "loss.png", history, title=f"{run.s.task} / {run.s.backend}", loss_label=label)
 
 
 def load_run(folder: Path) -> Run:
-    """Rebuild a run from its folder, with its trained weights (bit-exact for the golden backend)."""
+    """Rebuild a run from its folder, with its trained weights (bit-exact for the golden backend).
+
+    A run trained on a device (rtl, serial) is evaluated by the golden model, which computes what the
+    device computes, bit for bit; no board is needed to use its weights."""
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder} is not a run folder (no config.json)")
     config = json.loads((folder / "config.json").read_text())
     st = config["settings"]
     st["hidden"] = tuple(st["hidden"])
+    if st["backend"] in DEVICE_BACKENDS:
+        st["backend"] = "golden"
     run = Run(TrainSettings(**st))
     if run.cfg.to_dict() != config["device"]:
         raise ValueError(f"device config in {folder} differs from the one this version builds: "

@@ -116,15 +116,15 @@ def test_golden_backend_through_the_link_equals_direct_golden_steps(monkeypatch)
 
     sent = []
     real = link.Device.train_step
-    monkeypatch.setattr(link.Device, "train_step", lambda self, sp: sent.append(sp) or real(self, sp))
+    monkeypatch.setattr(link.Device, "train_step", lambda self, sp, **kw: sent.append(sp) or real(self, sp, **kw))
     s = settings_for("mexican-hat", steps=6)
     cfg = s.device_config(2)
     backend = make_backend("golden", cfg, s, seed=3)
     start = [p.copy() for p in backend.params]
     rng = np.random.default_rng(0)
     batches = [(rng.uniform(-1, 1, (40, 2)), rng.uniform(-0.8, 0.8, 40)) for _ in range(6)]
-    for i, (x, y) in enumerate(batches):
-        backend.step(x, y, 0.08, i)
+    for i, (x, y) in enumerate(batches):  # each step's frame followed by the next batch, as train() does
+        backend.step(x, y, 0.08, i, batches[i + 1] if i + 1 < len(batches) else None)
     g, p = GoldenModel(cfg), start
     for (x, y), sp in zip(batches, sent):
         p, _ = g.train_step(p, quantize(x, cfg.x_frac, cfg.x_bits, "x"), quantize(y[:, None], cfg.w_frac, cfg.y_bits, "y"), sp)
