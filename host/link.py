@@ -229,6 +229,7 @@ class Device:
         self.deframer = P.Deframer()
         self.seq = 0
         self.retried = 0  # frames sent again (no reply in time, or a damaged one)
+        self.recoveries = 0  # pipelined steps that lost a frame and were put right (train_step)
         self._pending: dict[int, object] = {}  # replies read while waiting for another frame's, by SEQ
         self.vb = 2  # INFO replies do not depend on it; set from the configuration below
         self.cfg, self.neuron_lanes, self.sample_lanes = self.info()
@@ -456,6 +457,7 @@ class Device:
         try:
             reply = self.exchange([step_frame] + after, on_trouble="raise")[0]
         except _Trouble:
+            self.recoveries += 1
             # A frame was lost while others were in flight; the line is drained, and the device ran
             # what it received in order. Did this step run? If not, the next batch may have overwritten
             # its batch: send that again first.

@@ -70,7 +70,7 @@ def serve(board: BoardSpec, build_dir: Path | None = None, on_ready=None, on_sta
     rtlsim.find_simulator(board.simulator)
     build_dir = Path(build_dir or board.default_build_dir()).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    port_file = build_dir / "port"
+    port_file = build_dir / f"port.{os.getpid()}"  # one per board: several may share a build
     port_file.unlink(missing_ok=True)
     period_ps = 2 * round(1e12 / board.clock_hz / 2)  # cocotb's Clock wants an even period
     stop = threading.Event()
@@ -100,6 +100,7 @@ def serve(board: BoardSpec, build_dir: Path | None = None, on_ready=None, on_sta
             from None
     finally:
         stop.set()
+        port_file.unlink(missing_ok=True)
 
 
 class VirtualBoard:

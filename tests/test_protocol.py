@@ -214,3 +214,77 @@ def test_info_and_read_weights_over_a_serial_port(tmp_path, capsys):
         server.close()
     assert cli.main(["info", "--port", str(tmp_path / "no-such-port")]) == 3
     assert "cannot open serial port" in capsys.readouterr().err
+
+
+def golden_batches_run(params, batches, steps):
+    g = GoldenModel(CFG)
+    p = [np.asarray(a, np.int64) for a in params]
+    out = []
+    for (x, t), sp in zip(batches, steps):
+        p, res = g.train_step(p, x, t, sp)
+        out.append(res)
+    return p, out
+
+
+@pytest.mark.parametrize("fault_at", ["step-frame", "next-batch-frame"])
+@pytest.mark.parametrize("fault", ["drop-request", "corrupt-request", "drop-reply", "corrupt-reply"])
+def test_pipelined_steps_recover_from_faults(fault, fault_at):
+    """A step's frame is followed by the next batch's frames without waiting. When one of them is lost,
+    the device has run the others in order (perhaps overwriting the step's batch): the host finds out
+    with STEP_COUNT, sends again what is needed, and the training ends as if nothing happened."""
+    params, _, _ = random_problem(CFG, 1, seed=3)
+    batches = [random_problem(CFG, 50, seed=s)[1:] for s in (10, 11, 12)]  # two frames each
+    steps = make_steps(CFG, 50, 3, seed=9, directions=2)
+    endpoint = DeviceEndpoint(GoldenDevice(CFG).execute, CFG)
+    line = FaultyLine(endpoint, {})
+    dev = Device(line, expect=CFG, timeout=0.01)
+    dev.write_params(params)
+    replies = [dev.train_step(steps[0], batch=batches[0], next_batch=batches[1])]
+    line.faults = {line.n + (0 if fault_at == "step-frame" else 1): fault}
+    replies.append(dev.train_step(steps[1], batch=batches[1], next_batch=batches[2], loaded=True))
+    replies.append(dev.train_step(steps[2], batch=batches[2], loaded=True))
+    expected_params, results = golden_batches_run(params, batches, steps)
+    assert all(np.array_equal(a, b) for a, b in zip(dev.read_params(), expected_params))
+    assert [r.losses for r in replies] == [res.losses for res in results]
+    assert endpoint.steps_done == 3 and dev.recoveries == 1  # each fault took the recovery path
+
+
+def test_pipelined_steps_equal_stop_and_wait():
+    params, _, _ = random_problem(CFG, 1, seed=5)
+    batches = [random_problem(CFG, 64, seed=s)[1:] for s in range(4)]
+    steps = make_steps(CFG, 64, 4, seed=1, directions=3)
+    line = LoopbackTransport(DeviceEndpoint(GoldenDevice(CFG).execute, CFG))
+    dev = Device(line, expect=CFG)
+    dev.write_params(params)
+    for i, sp in enumerate(steps):
+        dev.train_step(sp, batch=batches[i], next_batch=batches[i + 1] if i + 1 < len(steps) else None,
+                       loaded=i > 0)
+    expected_params, _ = golden_batches_run(params, batches, steps)
+    assert all(np.array_equal(a, b) for a, b in zip(dev.read_params(), expected_params))
+    assert dev.retried == 0
+
+
+def test_bad_data_is_refused_before_anything_is_sent():
+    from rfsnn.host.backends import make_backend
+    from rfsnn.host.train import settings_for
+
+    s = settings_for("mexican-hat", hidden=(4,), t_steps=4)
+    backend = make_backend("golden", s.device_config(2), s, seed=0)
+    line = backend.transport
+    x, y = np.zeros((8, 2)), np.zeros(8)
+    for bad_x, bad_y, message in [(np.where(np.eye(8, 2) > 0, np.nan, x), y, "input sample 0, column 0.*not a finite"),
+                                  (x, np.full(8, np.inf), "target sample 0.*not a finite"),
+                                  (np.full((8, 2), 2.5), y, "input .*outside the representable range")]:
+        sent = line.bytes_sent
+        with pytest.raises(ValueError, match=message):
+            backend.step(bad_x, bad_y, 0.08, 0)
+        assert line.bytes_sent == sent
+    dev = backend.device
+    sent = line.bytes_sent
+    with pytest.raises(ValueError, match=r"input sample/column 3/1: 40000 is outside the device's range"):
+        dev.load_batch(np.where(np.arange(16).reshape(8, 2) == 7, 40000, 0), np.zeros((8, 1)))
+    with pytest.raises(ValueError, match=r"layer 2 weight row/column 0/4: -32769 is outside"):
+        dev.write_params([np.zeros((4, 3)), np.where(np.arange(5) == 4, -32769, 0)[None, :]])
+    with pytest.raises(ValueError, match=r"a batch of 300 samples; the device holds 1..256"):
+        dev.load_batch(np.zeros((300, 2)), np.zeros((300, 1)))
+    assert line.bytes_sent == sent
