@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from rfsnn.host.backends import BACKENDS
+from rfsnn.host.backends import IN_PROCESS_BACKENDS as BACKENDS
 from rfsnn.host.train import TASK_DEFAULTS, settings_for, train
 
 HEADER = ("| task | backend | network | steps | forward passes | wall time (s) | test rel. L2 (median) | range over seeds |\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rfsnn.host.backends import BACKENDS
+from rfsnn.host.backends import IN_PROCESS_BACKENDS as BACKENDS
 from rfsnn.host.train import TASK_DEFAULTS, Run, lr_at, settings_for
 
 

@@ -24,6 +24,7 @@ from .link import Device, DeviceEndpoint, LoopbackTransport, SerialTransport
 
 DEVICE_BACKENDS = ("golden", "rtl", "serial")
 BACKENDS = (*DEVICE_BACKENDS, "float-bp", "float-rfg", "float-wp")
+IN_PROCESS_BACKENDS = ("golden", "float-bp", "float-rfg", "float-wp")  # no board or simulator needed
 
 
 @dataclass

@@ -158,7 +158,7 @@ def cmd_virtual_board(a) -> int:
 
     try:
         serve(board, a.build_dir and Path(a.build_dir), on_ready=ready,
-              on_status=lambda text: print(text, flush=True))
+              on_status=lambda text: print(text, flush=True), stats_file=a.stats_file)
     except KeyboardInterrupt:
         print("virtual board stopped")
     return 0
@@ -275,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     vb.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator",
                     help="icarus works but is about 300 times slower")
     vb.add_argument("--build-dir", help="where to build (default build/virtual-board/<simulator>-<hash>; reused)")
+    vb.add_argument("--stats-file", help="write the simulated time (ps) here whenever the board goes idle")
     vb.set_defaults(func=cmd_virtual_board)
     for name, func, hlp in (("info", cmd_info, "print a connected device's configuration and counters"),
                             ("read-weights", cmd_read_weights, "read a connected device's weights into an .npz")):

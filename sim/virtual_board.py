@@ -58,9 +58,11 @@ class BoardSpec:
         return Path("build") / "virtual-board" / f"{self.simulator}-{self.key()}"
 
 
-def serve(board: BoardSpec, build_dir: Path | None = None, on_ready=None, on_status=None) -> None:
+def serve(board: BoardSpec, build_dir: Path | None = None, on_ready=None, on_status=None,
+          stats_file: Path | None = None) -> None:
     """Build (or reuse the build) and serve until the process is stopped. on_ready(path) is called once
-    the device is out of reset and the terminal exists; on_status(text) reports the slow steps."""
+    the device is out of reset and the terminal exists; on_status(text) reports the slow steps;
+    stats_file receives the simulated time (ps) whenever the board goes idle."""
     from rfsnn.rtl.learner import Learner
     from rfsnn.rtl.top import DeviceTop
 
@@ -93,7 +95,8 @@ def serve(board: BoardSpec, build_dir: Path | None = None, on_ready=None, on_sta
         rtlsim.run(DeviceTop(board.cfg, board.divisor, board.neuron_lanes, board.sample_lanes), TOPLEVEL,
                    "rfsnn.sim.cocotb.tb_virtual_board", board.simulator, build_dir=build_dir,
                    extra_env={"RFSNN_VB_PORT_FILE": str(port_file), "RFSNN_VB_PERIOD_PS": str(period_ps),
-                              "RFSNN_VB_DIVISOR": str(board.divisor)},
+                              "RFSNN_VB_DIVISOR": str(board.divisor),
+                              **({"RFSNN_VB_STATS_FILE": str(Path(stats_file).resolve())} if stats_file else {})},
                    quiet=True, ports_only=True, reuse_build=True)
     except AssertionError:
         raise VirtualBoardError(f"the virtual board's simulation stopped with an error; see {build_dir / 'sim.log'}") \
@@ -111,7 +114,7 @@ class VirtualBoard:
 
     @classmethod
     def launch(cls, board: BoardSpec, build_dir: Path | None = None, ready_timeout: float = 1200.0,
-               on_status=None) -> "VirtualBoard":
+               on_status=None, stats_file: Path | None = None) -> "VirtualBoard":
         build_dir = Path(build_dir or board.default_build_dir()).resolve()
         build_dir.mkdir(parents=True, exist_ok=True)
         config = build_dir / "device.json"
@@ -121,6 +124,8 @@ class VirtualBoard:
                "--neuron-lanes", str(board.neuron_lanes), "--sample-lanes", str(board.sample_lanes),
                "--clock-mhz", repr(board.clock_hz / 1e6), "--baud", str(board.baud),
                "--simulator", board.simulator, "--build-dir", str(build_dir)]
+        if stats_file:
+            cmd += ["--stats-file", str(stats_file)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)  # its own process group: stop() ends the simulator too
         lines: list[str] = []

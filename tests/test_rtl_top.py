@@ -75,3 +75,52 @@ def test_frames_at_the_pins_get_the_software_devices_replies():
     assert decoded[0].status == P.LinkStatus.BAD_LENGTH and decoded[0].seq == 0xFF  # the noise
     assert [r.status for r in decoded[1:]] == [P.LinkStatus.OK] * 5
     assert len(P.decode_values(decoded[-1].data, vb)) == CFG.n_params  # the trained weights, read back
+
+
+def test_frames_sent_back_to_back_queue_in_the_receive_fifo():
+    """Without waiting for replies (pipelining): the second and third frames arrive while the device is
+    still answering the first; they wait in the FIFO and get their replies, in order, and `busy` falls
+    once everything is answered."""
+    params, _, _ = random_problem(CFG, 1, seed=5)
+    vb = P.value_bytes(CFG)
+    frames = [[P.param_seek(0), P.param_write([v for p in params for v in p.ravel()])],
+              [P.info(i) for i in range(12)],
+              [P.param_seek(0), P.param_read(CFG.n_params)]]
+    wire = b"".join(P.frame(P.encode_request_payload(n, f, vb)) for n, f in enumerate(frames))
+    endpoint = DeviceEndpoint(GoldenDevice(CFG, 1, 2).execute, CFG)  # lanes as built: INFO reports them
+    expected = P.Deframer().feed(endpoint.receive(wire))
+    dut = DeviceTop(CFG, DIVISOR, 1, 2)
+    got = []
+
+    async def send(ctx):
+        for bit in bits_of(wire):
+            ctx.set(dut.rx, bit)
+            await ctx.tick().repeat(DIVISOR)
+        ctx.set(dut.rx, 1)
+
+    async def receive(ctx):
+        deframer = P.Deframer()
+        while len(got) < len(frames):
+            for _ in range(20_000):  # a lost frame would leave us waiting forever
+                if ctx.get(dut.tx) == 0:
+                    break
+                await ctx.tick()
+            else:
+                raise AssertionError(f"{len(got)} of {len(frames)} replies; then 20k clocks of silence")
+            await ctx.tick().repeat(DIVISOR + DIVISOR // 2)
+            byte = 0
+            for i in range(8):
+                byte |= ctx.get(dut.tx) << i
+                await ctx.tick().repeat(DIVISOR)
+            got.extend(deframer.feed(bytes([byte])))
+        await ctx.tick().repeat(4 * DIVISOR)
+        assert ctx.get(dut.busy) == 0 and ctx.get(dut.link_errors) == 0
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(send)
+    sim.add_testbench(receive)
+    sim.run()
+    assert [r.payload for r in got] == [r.payload for r in expected]
+    assert [P.decode_reply(r.payload).status for r in got] == [P.LinkStatus.OK] * 3
+    assert P.decode_values(P.decode_reply(got[2].payload).data, vb) == [v for p in params for v in p.ravel()]

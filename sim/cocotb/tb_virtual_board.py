@@ -5,6 +5,8 @@ Started by rfsnn.sim.virtual_board (`rfsnn virtual-board`), which passes through
     RFSNN_VB_PORT_FILE   where to write the terminal's path once the device is out of reset
     RFSNN_VB_PERIOD_PS   the clock period in picoseconds
     RFSNN_VB_DIVISOR     clocks per UART bit (the divisor DeviceTop was built with)
+    RFSNN_VB_STATS_FILE  (optional) where to write the simulated time, in ps, each time the board goes
+                         idle: bench/link.py measures link and compute time with it
 
 Any serial program opens the terminal and talks to the gateware's real UART: the bytes it writes are
 driven onto the rx pin as 8N1 bits at the board's baud rate in simulated time, and the bytes the
@@ -26,6 +28,7 @@ from pathlib import Path
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, Timer
+from cocotb.utils import get_sim_time
 
 SETTLE_BITS = 3
 POLL_BITS = 64  # while the device is busy, look for new host bytes this often (in bit times)
@@ -92,6 +95,8 @@ async def serve(dut):
 
     sampler = TxSampler(dut, master, bit)
     cocotb.start_soon(sampler.run())
+    stats = os.environ.get("RFSNN_VB_STATS_FILE")
+    reported = None
     while True:
         try:
             data = os.read(master, 4096)
@@ -107,4 +112,9 @@ async def serve(dut):
         elif int(dut.busy.value) or sampler.active:
             await Timer(POLL_BITS * bit, unit="ps")
         else:  # nothing can happen until the host writes: wait for it with the simulation stopped
+            now = get_sim_time("ps")
+            if stats and now != reported:
+                Path(stats + ".tmp").write_text(str(int(now)))
+                Path(stats + ".tmp").replace(stats)
+                reported = now
             select.select([master], [], [], 1.0)
