@@ -1,7 +1,8 @@
 """A training run: task data -> backend steps -> checkpoints -> a run folder.
 
 Run folder: config.json (settings, device config, scaler), metrics.json, weights.npz, history.json,
-prediction.png (prediction, reference, error) and loss.png.
+prediction.png (prediction, reference, error) and loss.png; during the run, checkpoint.npz holds the
+weights read back at the last checkpoint (with its step number), so a run whose device fails keeps them.
 """
 from __future__ import annotations
 
@@ -149,10 +150,19 @@ def _train(run: Run, out: Path | None, progress: bool) -> dict:
                 history["eval_step"].append(done)
                 history["test_rel_l2"].append(err)
                 bar.set_postfix(loss=f"{loss:.2e}", test_rel_l2=f"{err:.4f}")
+                if out is not None:  # the weights, read back from the device
+                    Path(out).mkdir(parents=True, exist_ok=True)
+                    np.savez(Path(out) / "checkpoint.npz", step=done, **run.backend.weights_npz())
     except KeyboardInterrupt:  # keep what was trained: the run folder is still written, marked as cut short
         interrupted = True
         bar.close()
         print(f"interrupted after {done} of {s.steps} steps; writing the run so far", flush=True)
+    except RuntimeError as e:  # the device link failed: say where the last weights are
+        bar.close()
+        if type(e).__name__ == "LinkError" and out is not None and history["eval_step"]:
+            raise type(e)(f"{e} (at step {done}; the weights of step {history['eval_step'][-1]} are in "
+                          f"{Path(out) / 'checkpoint.npz'})") from e
+        raise
     wall = time.perf_counter() - t0
     pred = run.predict(run.data.x_test)
     metrics = {

@@ -131,3 +131,25 @@ def test_golden_backend_through_the_link_equals_direct_golden_steps(monkeypatch)
     assert len(sent) == 6
     assert all(np.array_equal(a, b) for a, b in zip(backend.params, p))
     assert not all(np.array_equal(a, b) for a, b in zip(start, p))
+
+
+def test_a_link_failure_mid_run_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    """The weights are read back from the device at every checkpoint into checkpoint.npz, so a device
+    that stops answering costs at most the steps since the last one; the error says where they are."""
+    from rfsnn.host import backends, link
+
+    calls = {"n": 0}
+    real_step = backends.DeviceBackend.step
+
+    def step(self, *a):
+        calls["n"] += 1
+        if calls["n"] == 12:
+            raise link.LinkError("TRAIN_STEP: no valid reply after 4 tries; last: no reply within 1.0 s")
+        return real_step(self, *a)
+
+    monkeypatch.setattr(backends.DeviceBackend, "step", step)
+    s = settings_for("poisson1d", steps=50, eval_every=5, hidden=(8,), t_steps=4, n_train=256)
+    with pytest.raises(link.LinkError, match=r"at step 11; the weights of step 10 are in .*checkpoint\.npz"):
+        train(s, out=tmp_path / "run", progress=False)
+    with np.load(tmp_path / "run" / "checkpoint.npz") as c:
+        assert int(c["step"]) == 10 and c["W1_int"].shape == (8, 1)

@@ -94,6 +94,8 @@ def test_training_over_the_virtual_board_is_bit_identical_to_golden(board, tmp_p
         assert all(np.array_equal(a[k], b[k]) for k in a.files)
     assert m["test_rel_l2"] == g["test_rel_l2"] and m["counters"] == g["counters"]
     assert {p.name for p in (tmp_path / "board").iterdir()} == {p.name for p in (tmp_path / "golden").iterdir()}
+    with np.load(tmp_path / "board" / "checkpoint.npz") as c, np.load(tmp_path / "board" / "weights.npz") as w:
+        assert int(c["step"]) == SETTINGS["steps"] and np.array_equal(c["W1_int"], w["W1_int"])
 
 
 def test_backend_rtl_starts_its_own_board(build_dir, tmp_path, capsys):
