@@ -164,6 +164,59 @@ def cmd_virtual_board(a) -> int:
     return 0
 
 
+def cmd_build(a) -> int:
+    """Bitstream, utilisation and post-route Fmax for a board (YoWASP tools)."""
+    from rfsnn.boards.build import BuildError, build, format_report
+    from rfsnn.boards.targets import get_target
+
+    target = get_target(a.board)
+    cfg = _sim_config(a) if (a.config or a.layers or a.t_steps) else None
+    if cfg is not None and not a.config:  # --layers / --t-steps on top of the board's default
+        import dataclasses
+
+        cfg = dataclasses.replace(target.cfg, **{k: v for k, v in (("layers", a.layers), ("t_steps", a.t_steps)) if v})
+    out = Path(a.out or Path("build") / "boards" / a.board)
+    try:
+        report = build(target, out, cfg, a.freq, a.neuron_lanes, a.sample_lanes)
+    except BuildError as e:
+        import json as _json
+
+        if (out / "report.json").exists():
+            print(format_report(_json.loads((out / "report.json").read_text())))
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(format_report(report))
+    print(f"report: {out / 'report.json'}; nextpnr's log: {report['nextpnr_log']}")
+    return 0
+
+
+def cmd_program(a) -> int:
+    """Load a built bitstream onto a connected board with the programmer its family uses."""
+    import shutil
+    import subprocess
+
+    from rfsnn.boards.targets import get_target
+
+    target = get_target(a.board)
+    out = Path(a.out or Path("build") / "boards" / a.board)
+    bitstream = out / f"rfsnn.{target.bitstream_ext}"
+    if not bitstream.exists():
+        print(f"error: no bitstream at {bitstream}; run `rfsnn build --board {a.board}` first", file=sys.stderr)
+        return 2
+    commands = {"iceprog": ["iceprog", str(bitstream)],
+                "dfu-util": ["dfu-util", "-D", str(bitstream)],  # the OrangeCrab's bootloader (hold its button)
+                "openFPGALoader": ["openFPGALoader", "-b", "ice40_generic" if target.family == "ice40" else "ulx3s",
+                                   str(bitstream)]}
+    for tool in target.programmer:
+        if shutil.which(tool):
+            print(" ".join(commands[tool]), flush=True)
+            return subprocess.call(commands[tool])
+    print(f"error: no programmer found for {a.board}: install one of {', '.join(target.programmer)} "
+          f"(Debian: apt-get install {' or '.join({'iceprog': 'fpga-icestorm', 'openFPGALoader': 'openfpgaloader', 'dfu-util': 'dfu-util'}[t] for t in target.programmer)})",
+          file=sys.stderr)
+    return 3
+
+
 def _open_device(a):
     from .link import Device, SerialTransport
 
@@ -277,6 +330,24 @@ def build_parser() -> argparse.ArgumentParser:
     vb.add_argument("--build-dir", help="where to build (default build/virtual-board/<simulator>-<hash>; reused)")
     vb.add_argument("--stats-file", help="write the simulated time (ps) here whenever the board goes idle")
     vb.set_defaults(func=cmd_virtual_board)
+    from rfsnn.boards.targets import TARGETS
+
+    bd = sub.add_parser("build", help="build a board's bitstream with the YoWASP tools; print and write "
+                        "report.json (utilisation, post-route Fmax); exit 1 if it does not fit or meet timing")
+    bd.add_argument("--board", required=True, choices=list(TARGETS))
+    bd.add_argument("--config", help="DeviceConfig JSON (or a run folder's config.json); default: the board's")
+    bd.add_argument("--layers", type=_tuple_of_ints, help="network, e.g. 2,32,1 (on top of the board's default)")
+    bd.add_argument("--t-steps", dest="t_steps", type=int)
+    bd.add_argument("--freq", type=float, help="clock in MHz (a PLL makes it); default: the board's")
+    bd.add_argument("--neuron-lanes", type=int)
+    bd.add_argument("--sample-lanes", type=int)
+    bd.add_argument("--out", help="build folder (default build/boards/<board>)")
+    bd.set_defaults(func=cmd_build)
+    pg = sub.add_parser("program", help="load a built bitstream onto a connected board (iceprog / openFPGALoader / "
+                        "dfu-util)")
+    pg.add_argument("--board", required=True, choices=list(TARGETS))
+    pg.add_argument("--out", help="the build folder (default build/boards/<board>)")
+    pg.set_defaults(func=cmd_program)
     for name, func, hlp in (("info", cmd_info, "print a connected device's configuration and counters"),
                             ("read-weights", cmd_read_weights, "read a connected device's weights into an .npz")):
         d = sub.add_parser(name, help=hlp)

