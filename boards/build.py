@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,6 +38,26 @@ RESOURCES = {
 
 class BuildError(RuntimeError):
     pass
+
+
+def _stage(out: Path, ext: str) -> str:
+    """What the build is doing, from the files it has written so far."""
+    if (out / f"{NAME}.{ext}").exists():
+        return "packing the bitstream"
+    tim = out / f"{NAME}.tim"
+    if tim.exists():
+        text = tim.read_text(errors="replace")
+        for marker, what in (("Routing", "routing"), ("Placed", "placing"), ("Packing", "packing cells")):
+            if marker in text:
+                return f"place and route: {what}"
+        return "place and route"
+    return "synthesis (yosys)"
+
+
+def _heartbeat(out: Path, ext: str, log, stop, every: float = 30.0) -> None:
+    t0 = time.perf_counter()
+    while not stop.wait(every):
+        log(f"  ... {time.perf_counter() - t0:.0f} s: {_stage(out, ext)}")
 
 
 def tool_env() -> dict[str, str]:
@@ -98,11 +119,14 @@ def build(target: BoardTarget, out: Path, cfg: DeviceConfig | None = None, freq_
     os.environ.update(env)
     t0 = time.perf_counter()
     error = None
+    stop = threading.Event()
+    threading.Thread(target=_heartbeat, args=(out, target.bitstream_ext, log, stop), daemon=True).start()
     try:
         platform.build(top, name=NAME, build_dir=str(out), do_program=False)
     except Exception as e:  # the tools' own messages are in the log files; the report says what failed
         error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
     finally:
+        stop.set()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
