@@ -9,6 +9,7 @@ a reply goes out as soon as it is complete rather than when a packet fills.
 from __future__ import annotations
 
 from amaranth import ClockDomain, Elaboratable, Instance, Module, Signal
+from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.fifo import AsyncFIFO
 
@@ -53,12 +54,14 @@ class OrangeCrabTop(Elaboratable):
         ]
         with m.If(acm.tx.valid & acm.tx.ready):
             m.d.usb += first.eq(acm.tx.last)
-        rgb = platform.request("rgb_led", 0)
-        m.d.comb += [rgb.g.o.eq(core.busy)]
+        rgb = platform.request("rgb_led", 0, dir="-")
+        m.submodules.led = led = io.Buffer("o", rgb.g)
+        m.d.comb += led.o.eq(core.busy)
         return m
 
     def _clocks(self, m: Module, platform) -> None:
-        clk48 = platform.request(platform.default_clk).i
+        m.submodules.clk_pin = clk_pin = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
+        clk48 = clk_pin.i
         m.domains.usb_io = cd_io = ClockDomain("usb_io")
         m.domains.usb = cd_usb = ClockDomain("usb")
         m.domains.sync = cd_sync = ClockDomain("sync")

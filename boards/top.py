@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from amaranth import ClockDomain, Elaboratable, Instance, Module, Signal
 from amaranth.build import ResourceError
+from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from rfsnn.rtl.top import DeviceTop
@@ -26,20 +27,22 @@ class BoardTop(Elaboratable):
         if abs(self.freq_hz - fin) > 1:
             self._pll(m, platform, fin)
         m.submodules.device = dev = DeviceTop(self.cfg, self.divisor, self.neuron_lanes, self.sample_lanes)
-        uart = platform.request("uart", 0)
-        m.d.comb += [dev.rx.eq(uart.rx.i), uart.tx.o.eq(dev.tx)]
-        leds = []
-        for i in range(2):
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx_pin = rx_pin = io.Buffer("i", uart.rx)
+        m.submodules.tx_pin = tx_pin = io.Buffer("o", uart.tx)
+        m.d.comb += [dev.rx.eq(rx_pin.i), tx_pin.o.eq(dev.tx)]
+        for i, value in enumerate([dev.busy, dev.link_errors.any()]):
             try:
-                leds.append(platform.request("led", i).o)
+                led = platform.request("led", i, dir="-")
             except ResourceError:
                 break
-        for led, value in zip(leds, [dev.busy, dev.link_errors.any()]):
-            m.d.comb += led.eq(value)
+            m.submodules[f"led{i}"] = buf = io.Buffer("o", led)
+            m.d.comb += buf.o.eq(value)
         return m
 
     def _pll(self, m: Module, platform, fin: float) -> None:
-        clk_in = platform.request(platform.default_clk).i
+        m.submodules.clk_pin = clk_pin = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
+        clk_in = clk_pin.i
         m.domains.sync = cd_sync = ClockDomain("sync")
         clk, locked = cd_sync.clk, Signal()
         if self.family == "ice40":
