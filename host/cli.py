@@ -203,6 +203,14 @@ def cmd_program(a) -> int:
     if not bitstream.exists():
         print(f"error: no bitstream at {bitstream}; run `rfsnn build --board {a.board}` first", file=sys.stderr)
         return 2
+    report = out / "report.json"
+    if report.exists() and not a.force:
+        r = json.loads(report.read_text())
+        if not (r.get("fits") and r.get("meets_timing")):
+            print(f"error: the build in {out} {'does not fit' if not r.get('fits') else 'misses timing'} "
+                  f"(Fmax {r.get('fmax_mhz')} MHz at {r.get('clock_mhz')} MHz); rebuild, or --force to load it anyway",
+                  file=sys.stderr)
+            return 2
     commands = {"iceprog": ["iceprog", str(bitstream)],
                 "dfu-util": ["dfu-util", "-D", str(bitstream)],  # the OrangeCrab's bootloader (hold its button)
                 "openFPGALoader": ["openFPGALoader", "-b", "ice40_generic" if target.family == "ice40" else "ulx3s",
@@ -347,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "dfu-util)")
     pg.add_argument("--board", required=True, choices=list(TARGETS))
     pg.add_argument("--out", help="the build folder (default build/boards/<board>)")
+    pg.add_argument("--force", action="store_true", help="load a bitstream whose build missed timing")
     pg.set_defaults(func=cmd_program)
     for name, func, hlp in (("info", cmd_info, "print a connected device's configuration and counters"),
                             ("read-weights", cmd_read_weights, "read a connected device's weights into an .npz")):

@@ -62,3 +62,20 @@ def test_every_target_has_a_clock_that_makes_its_baud_rate():
         BoardTop("ecp5", get_target("ulx3s-85f").cfg, 1, 8, 25e6, 3_000_000)  # the ULX3S oscillator alone cannot
     with pytest.raises(ValueError, match="unknown board 'de10'"):
         get_target("de10")
+
+
+def test_program_refuses_a_build_that_missed_timing_and_names_the_missing_programmer(tmp_path, monkeypatch, capsys):
+    import json
+    import shutil
+
+    from rfsnn.host import cli
+
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)  # no programmer installed
+    (tmp_path / "rfsnn.bit").write_bytes(b"\xff" * 64)
+    report = {"fits": True, "meets_timing": False, "fmax_mhz": 14.2, "clock_mhz": 15.0}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    assert cli.main(["program", "--board", "ulx3s-85f", "--out", str(tmp_path)]) == 2
+    assert "misses timing (Fmax 14.2 MHz at 15.0 MHz)" in capsys.readouterr().err
+    (tmp_path / "report.json").write_text(json.dumps({**report, "meets_timing": True}))
+    assert cli.main(["program", "--board", "ulx3s-85f", "--out", str(tmp_path)]) == 3
+    assert "apt-get install openfpgaloader" in capsys.readouterr().err
