@@ -67,14 +67,15 @@ def cmd_config(a) -> int:
     return 0
 
 
-def _sim_config(a):
-    """The device configuration of `rfsnn sim`: --config (a DeviceConfig dict, or a run folder's
-    config.json with a "device" entry), then --layers and --t-steps on top."""
+def _device_config(a, default):
+    """The device configuration of `rfsnn sim`, `virtual-board` and `build`: --config (a DeviceConfig
+    dict, or a run folder's config.json with a "device" entry) or else the command's default, then
+    --layers and --t-steps on top."""
     import dataclasses
 
     from rfsnn.sim.config import DeviceConfig
 
-    cfg = DeviceConfig()
+    cfg = default
     if a.config:
         d = json.loads(Path(a.config).read_text())
         cfg = DeviceConfig.from_dict(d.get("device", d))
@@ -87,7 +88,9 @@ def cmd_sim(a) -> int:
     from rfsnn.sim.learner_sim import (compare_with_golden, firing_rates, ideal_cycles, make_steps, n_passes,
                                        random_problem, simulate)
 
-    cfg = _sim_config(a)
+    from rfsnn.sim.config import DeviceConfig
+
+    cfg = _device_config(a, DeviceConfig())
     if not 1 <= a.batch <= cfg.max_batch:
         raise ValueError(f"--batch {a.batch}: the device holds 1..{cfg.max_batch} samples (max_batch)")
     try:
@@ -128,20 +131,14 @@ def cmd_sim(a) -> int:
 
 def cmd_virtual_board(a) -> int:
     """Serve the gateware on a simulator behind a pseudo-terminal until stopped (Ctrl-C)."""
-    import dataclasses
-
     from rfsnn.sim import rtlsim
     from rfsnn.sim.virtual_board import PORT_PREFIX, BoardSpec, serve
 
     from .problems import get_problem
     from .train import settings_for
 
-    if a.config:
-        cfg = _sim_config(a)
-    else:  # the task's default device, so that `rfsnn train --task T --backend serial` matches it
-        cfg = settings_for(a.task).device_config(get_problem(a.task).dim)
-        changes = {k: v for k, v in (("layers", a.layers), ("t_steps", a.t_steps)) if v is not None}
-        cfg = dataclasses.replace(cfg, **changes)
+    # By default the task's device, so that `rfsnn train --task T --backend serial` matches it.
+    cfg = _device_config(a, settings_for(a.task).device_config(get_problem(a.task).dim))
     board = BoardSpec(cfg, a.neuron_lanes, a.sample_lanes, a.clock_mhz * 1e6, a.baud, a.simulator)
     try:
         rtlsim.find_simulator(a.simulator)
@@ -170,11 +167,7 @@ def cmd_build(a) -> int:
     from rfsnn.boards.targets import get_target
 
     target = get_target(a.board)
-    cfg = _sim_config(a) if (a.config or a.layers or a.t_steps) else None
-    if cfg is not None and not a.config:  # --layers / --t-steps on top of the board's default
-        import dataclasses
-
-        cfg = dataclasses.replace(target.cfg, **{k: v for k, v in (("layers", a.layers), ("t_steps", a.t_steps)) if v})
+    cfg = _device_config(a, target.cfg)
     out = Path(a.out or Path("build") / "boards" / a.board)
     try:
         report = build(target, out, cfg, a.freq, a.neuron_lanes, a.sample_lanes)

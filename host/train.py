@@ -20,6 +20,7 @@ from rfsnn.sim.config import DeviceConfig
 from . import optim
 from .backends import BACKENDS, DEVICE_BACKENDS, LinkOptions, make_backend
 from .dataset import Dataset, Scaler
+from .link import LinkError
 from .problems import get_problem
 
 
@@ -157,11 +158,11 @@ def _train(run: Run, out: Path | None, progress: bool) -> dict:
         interrupted = True
         bar.close()
         print(f"interrupted after {done} of {s.steps} steps; writing the run so far", flush=True)
-    except RuntimeError as e:  # the device link failed: say where the last weights are
+    except LinkError as e:  # the device link failed: say where the last weights are
         bar.close()
-        if type(e).__name__ == "LinkError" and out is not None and history["eval_step"]:
-            raise type(e)(f"{e} (at step {done}; the weights of step {history['eval_step'][-1]} are in "
-                          f"{Path(out) / 'checkpoint.npz'})") from e
+        if out is not None and history["eval_step"]:
+            raise LinkError(f"{e} (at step {done}; the weights of step {history['eval_step'][-1]} are in "
+                            f"{Path(out) / 'checkpoint.npz'})") from e
         raise
     wall = time.perf_counter() - t0
     pred = run.predict(run.data.x_test)

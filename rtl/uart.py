@@ -38,6 +38,12 @@ def _hz(x) -> str:
     return f"{float(x):.0f}"
 
 
+def line_bits(data: bytes) -> list[int]:
+    """The 8N1 line levels that carry `data`, one per bit time: start 0, eight data bits LSB first,
+    stop 1. What UARTTx sends and UARTRx expects; testbenches drive and read the pins with it."""
+    return [level for b in data for level in (0, *((b >> i) & 1 for i in range(8)), 1)]
+
+
 def divisor_for(clock_hz: int | float, baud: int | float) -> int:
     """Clocks per bit for `baud` from a `clock_hz` clock: round(clock_hz / baud).
 

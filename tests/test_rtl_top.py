@@ -6,19 +6,13 @@ from amaranth.sim import Simulator
 from rfsnn.host import protocol as P
 from rfsnn.host.link import DeviceEndpoint
 from rfsnn.rtl.top import DeviceTop
+from rfsnn.rtl.uart import line_bits
 from rfsnn.sim.config import DeviceConfig
 from rfsnn.sim.golden_device import GoldenDevice
 from rfsnn.sim.learner_sim import make_steps, random_problem
 
 CFG = DeviceConfig(layers=(2, 4, 1), t_steps=4, max_batch=8, max_directions=2)
 DIVISOR = 4  # 3 Mbaud at 12 MHz: the tightest bit time the UART is built for
-
-
-def bits_of(data: bytes) -> list[int]:
-    out = []
-    for b in data:
-        out += [0] + [(b >> i) & 1 for i in range(8)] + [1]  # 8N1, LSB first
-    return out
 
 
 def test_frames_at_the_pins_get_the_software_devices_replies():
@@ -47,7 +41,7 @@ def test_frames_at_the_pins_get_the_software_devices_replies():
     async def bench(ctx):
         deframer = P.Deframer()
         for w in wires:
-            for bit in bits_of(w):
+            for bit in line_bits(w):
                 ctx.set(dut.rx, bit)
                 await ctx.tick().repeat(DIVISOR)
             ctx.set(dut.rx, 1)
@@ -93,7 +87,7 @@ def test_frames_sent_back_to_back_queue_in_the_receive_fifo():
     got = []
 
     async def send(ctx):
-        for bit in bits_of(wire):
+        for bit in line_bits(wire):
             ctx.set(dut.rx, bit)
             await ctx.tick().repeat(DIVISOR)
         ctx.set(dut.rx, 1)

@@ -20,6 +20,7 @@ a fraction of a second, about a hundred times slower than a board at 50 MHz.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import select
 import tty
@@ -30,20 +31,15 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, Timer
 from cocotb.utils import get_sim_time
 
+from rfsnn.rtl.uart import line_bits
+
 SETTLE_BITS = 3
 POLL_BITS = 64  # while the device is busy, look for new host bytes this often (in bit times)
 
 
 def line_levels(data: bytes) -> list[tuple[int, int]]:
-    """8N1 bits of `data` (start 0, LSB first, stop 1) as (level, bit count) runs."""
-    runs: list[list[int]] = []
-    for b in data:
-        for level in [0] + [(b >> i) & 1 for i in range(8)] + [1]:
-            if runs and runs[-1][0] == level:
-                runs[-1][1] += 1
-            else:
-                runs.append([level, 1])
-    return [(level, n) for level, n in runs]
+    """The 8N1 line levels of `data` (rtl.uart.line_bits) as (level, bit count) runs: one Timer per run."""
+    return [(level, len(list(run))) for level, run in itertools.groupby(line_bits(data))]
 
 
 class TxSampler:
