@@ -36,6 +36,11 @@ RESOURCES = {
 }
 
 
+# synth_ice40 maps multiplies to LUTs unless told to use the UP5K's MAC16 DSPs (synth_ecp5 uses its
+# multipliers by default); on the iCEBreaker's default device that is about 2,500 LUT4s.
+SYNTH_OVERRIDES = {"ice40": {"synth_opts": "-dsp"}, "ecp5": {}}
+
+
 class BuildError(RuntimeError):
     pass
 
@@ -122,7 +127,7 @@ def build(target: BoardTarget, out: Path, cfg: DeviceConfig | None = None, freq_
     stop = threading.Event()
     threading.Thread(target=_heartbeat, args=(out, target.bitstream_ext, log, stop), daemon=True).start()
     try:
-        platform.build(top, name=NAME, build_dir=str(out), do_program=False)
+        platform.build(top, name=NAME, build_dir=str(out), do_program=False, **SYNTH_OVERRIDES[target.family])
     except Exception as e:  # the tools' own messages are in the log files; the report says what failed
         error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
     finally:

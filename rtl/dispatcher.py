@@ -68,7 +68,9 @@ class Dispatcher(wiring.Component):
         done = Signal(8)  # requests completed
         rlen = Signal(range(MAX_PAYLOAD + 2))  # reply data bytes
         code = Signal(8)
-        arg = Signal(64)  # the request's fixed arguments, little-endian
+        arg_bytes = max(max(n or 0 for n in ARG_BYTES.values()), vb)
+        arg = Signal(8 * arg_bytes)  # the request's fixed arguments, or one value, little-endian
+        got = Signal(range(arg_bytes))  # the byte of arg the next argument byte goes to
         nbytes = Signal(4)  # bytes still to gather into arg / to append
         count = Signal(9)  # values still to go in a bulk request
         out_val = Signal(64)  # value being appended to the reply
@@ -88,9 +90,6 @@ class Dispatcher(wiring.Component):
             return (v == Code.PARAM_WRITE) | (v == Code.SAMPLE_WRITE)
 
         fixed = Array([C(ARG_BYTES[Code(c)] or 0, 4) if c in Code._value2member_map_ else C(0, 4) for c in range(16)])
-        bulk_op = bulk_of(code)
-        shamt = Signal(7)  # aligning gathered argument bytes to bit 0
-        m.d.comb += shamt.eq((8 - Mux(bulk_op, 1, fixed[code[:4]])) * 8)
 
         m.d.comb += [self.cmd.payload.op.eq(c_op), self.cmd.payload.index.eq(c_index), self.cmd.payload.data.eq(c_data)]
         value_in = Signal(signed(8 * vb))  # a value gathered from the request, sign-extended below
@@ -115,6 +114,13 @@ class Dispatcher(wiring.Component):
                     m.next = "STOP"
                 with m.Else():
                     yield
+
+        def take_byte():  # the argument byte on the request buffer's read port goes to its place in arg
+            with m.Switch(got):
+                for i in range(arg_bytes):
+                    with m.Case(i):
+                        m.d.sync += arg[8 * i:8 * i + 8].eq(rq_r.data)
+            m.d.sync += [got.eq(got + 1), pos.eq(pos + 1), nbytes.eq(nbytes - 1)]
 
         with m.FSM() as fsm:
             m.d.comb += self.idle.eq(fsm.ongoing("RECEIVE"))
@@ -174,7 +180,8 @@ class Dispatcher(wiring.Component):
                     m.d.sync += [status.eq(Status.UNKNOWN), pos.eq(0)]
                     m.next = "REPLY"
                 with m.Else():
-                    m.d.sync += [pos.eq(pos + 1), arg.eq(0), nbytes.eq(Mux(bulk_of(byte), 1, fixed[byte[:4]]))]
+                    m.d.sync += [pos.eq(pos + 1), arg.eq(0), got.eq(0),
+                                 nbytes.eq(Mux(bulk_of(byte), 1, fixed[byte[:4]]))]
                     m.next = "ARGS"
             with m.State("ARGS"):  # gather nbytes argument bytes into arg, little-endian
                 with m.If(nbytes == 0):
@@ -183,14 +190,8 @@ class Dispatcher(wiring.Component):
                     m.d.comb += rq_r.addr.eq(pos)
                     m.next = "ARGS_BYTE"
             with m.State("ARGS_BYTE"):
-                m.d.sync += [arg.eq(Cat(arg[8:], rq_r.data)), pos.eq(pos + 1), nbytes.eq(nbytes - 1)]
-                m.next = "ARGS_ALIGN"
-            with m.State("ARGS_ALIGN"):  # after the last byte, shift arg down so its first byte is at bit 0
-                with m.If(nbytes == 0):
-                    m.d.sync += arg.eq(arg >> shamt)
-                    m.next = "ACT"
-                with m.Else():
-                    m.next = "ARGS"
+                take_byte()
+                m.next = "ARGS"
             with m.State("ACT"):
                 m.d.sync += [then_reads.eq(0),  # only a bulk read's values return to READS
                              rlen_at_start.eq(rlen)]
@@ -269,17 +270,16 @@ class Dispatcher(wiring.Component):
                 with m.If(count == 0):
                     m.next = "NEXT"
                 with m.Else():
-                    m.d.sync += [nbytes.eq(vb), arg.eq(0)]
+                    m.d.sync += [nbytes.eq(vb), arg.eq(0), got.eq(0)]
                     m.next = "VALUE"
             with m.State("VALUE"):  # gather one value (vb bytes, little-endian, signed)
                 with m.If(nbytes == 0):
-                    m.d.sync += arg.eq(arg >> ((8 - vb) * 8))
                     m.next = "WRITE_ONE_SEND"
                 with m.Else():
                     m.d.comb += rq_r.addr.eq(pos)
                     m.next = "VALUE_BYTE"
             with m.State("VALUE_BYTE"):
-                m.d.sync += [arg.eq(Cat(arg[8:], rq_r.data)), pos.eq(pos + 1), nbytes.eq(nbytes - 1)]
+                take_byte()
                 m.next = "VALUE"
             with m.State("WRITE_ONE_SEND"):
                 command(Mux(code == Code.PARAM_WRITE, Op.PARAM_WRITE, Op.SAMPLE_WRITE), 0, value_in.as_signed())

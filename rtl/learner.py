@@ -114,7 +114,9 @@ class Learner(wiring.Component):
         self.memories = {}  # name -> (depth, width in bits), for reports
 
         def mem(name, shape, depth):
-            m.submodules[name] = memory = Memory(shape=shape, depth=depth, init=[])
+            # Block RAM even when small: yosys would build the small ones from flip-flops and read
+            # multiplexers, which cost the iCE40 hundreds of logic cells; block RAMs are to spare.
+            m.submodules[name] = memory = Memory(shape=shape, depth=depth, init=[], attrs={"ram_style": "block"})
             self.memories[name] = (depth, Shape.cast(shape).width)
             return memory
 
@@ -132,11 +134,14 @@ class Learner(wiring.Component):
         i_wr, i_rd = i_mem.write_port(), i_mem.read_port()
         u_mem = [mem(f"u{h}_mem", u_word, Ch[h]) for h in range(H)]  # membranes
         u_wr = [mm.write_port() for mm in u_mem]
-        # Transparent: with a single chunk, a membrane is read in the clock its last update is written.
-        u_rd = [mm.read_port(transparent_for=(wp,)) for mm, wp in zip(u_mem, u_wr)]
+        # Transparent only with a single chunk: a membrane is then read in the clock its last update is
+        # written. Otherwise the two never meet, and a block RAM cannot be transparent without extra logic.
+        def bypass(port, chunks):
+            return (port,) if chunks == 1 else ()
+        u_rd = [mm.read_port(transparent_for=bypass(wp, Ch[h])) for h, (mm, wp) in enumerate(zip(u_mem, u_wr))]
         n_mem = mem("count_mem", data.ArrayLayout(unsigned(cbits), P), Ch[H - 1])  # spike counts, last hidden
         n_wr = n_mem.write_port()
-        n_rd = n_mem.read_port(transparent_for=(n_wr,))
+        n_rd = n_mem.read_port(transparent_for=bypass(n_wr, Ch[H - 1]))
         # Event lists: the chunks of hidden layer h (h < H-1) that spiked in this time step, compacted
         # (silent chunks are not stored, so the next layer's cost follows the spikes, not the width).
         ev_layout = [data.StructLayout({"chunk": range(Ch[h]), "bits": P}) for h in range(H)]

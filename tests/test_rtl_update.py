@@ -11,18 +11,19 @@ from rfsnn.sim.golden import apply_update, step_value
 from combsim import responses
 
 
-def test_step_unit_equals_golden():
-    cfg = DeviceConfig()
+# The default widths, and the narrower ones of the iCEBreaker's device (boards/targets.py).
+@pytest.mark.parametrize("cfg", [DeviceConfig(), DeviceConfig(loss_bits=32, step_bits=16)], ids=["default", "narrow"])
+def test_step_unit_equals_golden(cfg):
     rng = np.random.default_rng(1)
     lim = 1 << cfg.loss_bits
     vectors = []
     for _ in range(400):
-        scale = int(rng.choice([1 << 8, 1 << 20, 1 << 34, lim - 1]))
+        scale = min(int(rng.choice([1 << 8, 1 << 20, 1 << 34, lim - 1])), lim - 1)
         d = int(rng.integers(-scale, scale + 1))
         vectors.append((d, int(rng.integers(0, 1 << cfg.gain_bits)), int(rng.integers(1, 64)),
                         int(rng.choice([0, 1, 77, rng.integers(0, cfg.step_range[1] + 1), cfg.step_range[1]]))))
-    vectors += [(lim - 1, (1 << cfg.gain_bits) - 1, 1, cfg.step_range[1]), (-(lim - 1), 65535, 1, cfg.step_range[1]),
-                (5, 0, 3, 100), (-(lim - 1), 65535, 63, 100),
+    vectors += [(lim - 1, (1 << cfg.gain_bits) - 1, 1, cfg.step_range[1]), (-(lim - 1), (1 << cfg.gain_bits) - 1, 1, cfg.step_range[1]),
+                (5, 0, 3, 100), (-(lim - 1), (1 << cfg.gain_bits) - 1, 63, 100),
                 (-3, 1, 1, 100), (3, 1, 1, 100), (-1, 1, 1, 100), (1, 1, 1, 100)]  # ties round half up
     dut = StepUnit(cfg)
     got = []
