@@ -8,7 +8,9 @@ are one bit (rademacher: 1 - 2 bit) or four bits (gauss4: popcount - 2), one str
 a direction of the 2-64-1 network takes 133 clocks (532 for gauss4), small beside its forward passes.
 
 Each value drawn is also announced on `drawn_*` (its flat index: layer by layer, a then b), so the
-learner can keep the K directions of a step for its update pass. While idle, the rest of the stream is
+learner can keep the K directions of a step in its factor cache. A learner with one neuron lane reads
+the factors of its passes from that cache too, and builds this block with `registers=False`: the
+registers, their write decoder and their read multiplexers cost the iCE40 about 300 logic cells. While idle, the rest of the stream is
 offered on `rest` (the stochastic-rounding bits, which the contract places after every direction).
 """
 from __future__ import annotations
@@ -37,8 +39,8 @@ class DirectionFactors(wiring.Component):
             pos += o + i + 1
         return starts
 
-    def __init__(self, cfg: DeviceConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: DeviceConfig, registers: bool = True):
+        self.cfg, self.registers = cfg, registers
         ports = {
             "seed": In(cfg.lfsr_width),
             "load": In(1),
@@ -52,7 +54,7 @@ class DirectionFactors(wiring.Component):
             "drawn_value": Out(FACTOR),
             "rest": Out(stream.Signature(1)),
         }
-        for l, (o, i) in enumerate(cfg.layer_shapes):
+        for l, (o, i) in enumerate(cfg.layer_shapes if registers else []):
             ports[f"a{l}"] = Out(data.ArrayLayout(FACTOR, o))
             ports[f"b{l}"] = Out(data.ArrayLayout(FACTOR, i + 1))
         super().__init__(ports)
@@ -67,20 +69,21 @@ class DirectionFactors(wiring.Component):
         slots = []  # (layer, first index into the flat list, count)
         regs = []
         for l, (o, i) in enumerate(cfg.layer_shapes):
-            slots.append((l, len(regs), o + i + 1))
-            regs += [getattr(self, f"a{l}")[n] for n in range(o)]
-            regs += [getattr(self, f"b{l}")[n] for n in range(i + 1)]
-        flat = Array(regs)
+            slots.append((l, sum(s[2] for s in slots), o + i + 1))
+            if self.registers:
+                regs += [getattr(self, f"a{l}")[n] for n in range(o)]
+                regs += [getattr(self, f"b{l}")[n] for n in range(i + 1)]
+        n_factors = self.factors_per_direction(cfg)
 
         layer = Signal(range(cfg.n_layers + 1))
-        index = Signal(range(len(regs) + 1))  # position in the flat list
-        last = Signal(range(len(regs) + 1))  # one past this layer's last factor
+        index = Signal(range(n_factors + 1))  # position in the flat list
+        last = Signal(range(n_factors + 1))  # one past this layer's last factor
         bit_no = Signal(2)  # gauss4: which of the 4 bits
         ones = Signal(3)  # gauss4: bits set so far
         single = Signal()  # layer-wise: stop after one layer
 
-        firsts = Array([s[1] for s in slots] + [len(regs)])
-        ends = Array([s[1] + s[2] for s in slots] + [len(regs)])
+        firsts = Array([s[1] for s in slots] + [n_factors])
+        ends = Array([s[1] + s[2] for s in slots] + [n_factors])
 
         bit = lfsr.bits.payload[0]
         with m.FSM():
@@ -110,7 +113,9 @@ class DirectionFactors(wiring.Component):
                     m.d.comb += [value_done.eq(1), self.drawn_value.eq(1 - 2 * bit)]
                 m.d.comb += [self.drawn_valid.eq(value_done), self.drawn_index.eq(index)]
                 with m.If(value_done):
-                    m.d.sync += [flat[index].eq(self.drawn_value), index.eq(index + 1)]
+                    m.d.sync += index.eq(index + 1)
+                    if self.registers:
+                        m.d.sync += Array(regs)[index].eq(self.drawn_value)
                     with m.If(index + 1 == last):
                         with m.If(single | (layer + 1 == cfg.n_layers)):
                             m.next = "IDLE"

@@ -103,7 +103,9 @@ class Learner(wiring.Component):
         cbits = cfg.t_shift + 1  # spike count 0..T
 
         # ---- blocks ---------------------------------------------------------------------------------
-        m.submodules.factors = fac = DirectionFactors(cfg)
+        # One neuron lane: the passes read this direction's factors from the factor cache, not registers.
+        cached = N == 1
+        m.submodules.factors = fac = DirectionFactors(cfg, registers=not cached)
         m.submodules.pert = pert = PerturbedRead(cfg, N)
         m.submodules.lif = lif = LIFLanes(cfg, P)
         m.submodules.loss = lossacc = LossAccumulator(cfg)
@@ -282,8 +284,17 @@ class Learner(wiring.Component):
         with m.Switch(pl_d):
             for l in range(L):
                 with m.Case(l):
-                    m.d.comb += [pert.w.eq(w_rd[l].data), pert.a.eq(a_chunks(l)[c_d]), pert.b.eq(b_of(l)[j_d]),
-                                 pert.signed_sigma.eq(ss[l])]
+                    m.d.comb += [pert.w.eq(w_rd[l].data), pert.signed_sigma.eq(ss[l])]
+                    if cached:
+                        m.d.comb += [pert.a.eq(fa_rd.data), pert.b.eq(fb_rd.data)]
+                    else:
+                        m.d.comb += [pert.a.eq(a_chunks(l)[c_d]), pert.b.eq(b_of(l)[j_d])]
+
+        def fetch_factors(l, chunk, col):
+            """With the factor cache: the read addresses of a_l[chunk] and b_l[col], issued with the weight's."""
+            if cached:
+                o = cfg.layer_shapes[l][0]
+                m.d.comb += [fa_rd.addr.eq(kbase + starts[l] + chunk), fb_rd.addr.eq(kbase + (starts[l] + o) + col)]
 
         acc_bits = 1 + max(cfg.x_bits + cfg.w_bits + math.ceil(math.log2(n0 + 1)),
                            cfg.w_bits + cbits + 1 + math.ceil(math.log2(n_last + 1)),
@@ -517,6 +528,7 @@ class Learner(wiring.Component):
             # -- one forward pass over the batch, group by group ------------------------------------------
             with m.State("IN"):  # input currents of chunk c: inputs j = 0..n0-1, then the bias
                 m.d.comb += [running.eq(1), w_rd[0].addr.eq(wa), x_rd.addr.eq(xa)]
+                fetch_factors(0, c, j)
                 m.d.sync += [mac_d.eq(1), last_d.eq(j == n0), out_d.eq(0), pl_d.eq(0), c_d.eq(c), j_d.eq(j)]
                 with m.If(j == n0):
                     m.d.sync += [j.eq(0), xa.eq(gx), c.eq(c + 1), wa.eq(c + 1)]
@@ -570,6 +582,7 @@ class Learner(wiring.Component):
                     m.d.comb += evr.addr.eq(e)
                     with m.If(have):
                         m.d.comb += w_rd[h].addr.eq(j_ev * Ch[h] + c)
+                        fetch_factors(h, c, j_ev)
                         m.d.sync += [ev_d.eq(1), evb_d.eq(0), pl_d.eq(h), c_d.eq(c), j_d.eq(j_ev), mask_d.eq(mask),
                                      pend.eq(rest), pend_chunk.eq(src_chunk), pend_any.eq(rest.any())]
                         with m.If(~pend_any):  # the fetched entry was taken: fetch the next
@@ -577,6 +590,7 @@ class Learner(wiring.Component):
                             m.d.comb += evr.addr.eq(e + 1)
                     with m.Else():
                         m.d.comb += [w_rd[h].addr.eq(n_prev * Ch[h] + c), u_rd[h].addr.eq(c), evr.addr.eq(0)]
+                        fetch_factors(h, c, n_prev)
                         if h == H - 1:
                             m.d.comb += n_rd.addr.eq(c)
                         m.d.sync += [ev_d.eq(0), evb_d.eq(1), pl_d.eq(h), hl_d.eq(h), c_d.eq(c), j_d.eq(n_prev),
@@ -599,6 +613,7 @@ class Learner(wiring.Component):
                             m.next = "TICK"
             with m.State("OUT"):  # readout of output chunk c from the spike counts of the last hidden layer
                 m.d.comb += [running.eq(1), w_rd[H].addr.eq(wa), n_rd.addr.eq(jc)]
+                fetch_factors(H, c, j)
                 m.d.sync += [mac_d.eq(1), last_d.eq(j == n_last), out_d.eq(1), pl_d.eq(H), c_d.eq(c), j_d.eq(j),
                              jn_d.eq(jn)]
                 with m.If(j == n_last):
