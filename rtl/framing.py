@@ -2,9 +2,7 @@
 
 The reference behaviour is rfsnn.host.protocol: `SLIPEncoder` emits exactly `frame(payload)`, and
 `SLIPDecoder` gives, frame by frame, the verdicts of `Deframer` (the same payload when it accepts a
-frame, the same status when it refuses one). Both stream: neither holds a frame, so each costs about
-200 iCE40 LUTs (mostly the byte-wide CRC's XOR trees) and 50 (encoder) or 100 (decoder) flip-flops,
-and the frame buffer (which the dispatcher needs anyway, since a
+frame, the same status when it refuses one). Both stream: neither holds a frame, and the frame buffer (which the dispatcher needs anyway, since a
 request runs only after its whole frame has been checked) is the only place a frame is stored.
 
 Decoder. A body is payload || CRC, and which of its bytes are the CRC is known only at the END. The
@@ -14,17 +12,22 @@ and nothing of the CRC was delivered. The verdict (payload length and status) fo
 payload byte on its own stream; the frame buffer writes bytes as they come and, on the verdict, keeps
 the frame (OK) or drops it. The CRC is checked by its residue: the CRC unit takes every body byte,
 CRC included, and a body whose last 4 bytes are the CRC (little-endian) of the others leaves the
-register at the catalog's fixed residue (amaranth.lib.crc `match_detected`). For a given payload
+register at a fixed residue (`SerialCRC.match_detected`). For a given payload
 exactly one 4-byte suffix does that, so this accepts the same frames as comparing the CRC over the
 payload with the received one, without a 32-bit comparator or a second tap on the delay line.
 
 Encoder. END, then each payload byte as it arrives (stuffed, and into the CRC unit), then the 4 CRC
 bytes little-endian (stuffed), then END. One output byte per clock at most, and it waits for the
 output's ready: a UART transmitter takes a byte only every ten bit-times.
+
+The CRC unit works one bit per clock (`SerialCRC`: 9 clocks a byte). A byte-wide CRC-32 (amaranth.lib.crc)
+costs each of the two about 130 more iCE40 logic cells in XOR trees, and the link never needs it: a
+byte takes 40 clocks on the wire at the boards' 3 Mbaud, and a burst from the receive FIFO still drains
+at over 1 Mbyte/s at 12 MHz.
 """
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, unsigned
+from amaranth import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.crc import catalog
 from amaranth.lib.wiring import In, Out
@@ -38,6 +41,62 @@ CRC = catalog.CRC32_ISO_HDLC
 
 # One byte of a payload on its way to the encoder: `last` on the final byte of the payload.
 PAYLOAD_BYTE = data.StructLayout({"data": 8, "last": 1})
+
+
+def _reflected_poly(width: int, poly: int) -> int:
+    return int(f"{poly:0{width}b}"[::-1], 2)
+
+
+class SerialCRC(wiring.Component):
+    """The link's CRC (CRC-32/ISO-HDLC, as rfsnn.host.protocol computes it), one bit per clock.
+
+    `start` (one clock) restarts it; a byte is taken on `valid` while `ready`, and `ready` is low for
+    the 8 clocks it takes to shift it in (least significant bit first: the algorithm is reflected).
+    `crc` is the CRC of the bytes so far; `match_detected` is high when those bytes end with their own
+    CRC (little-endian), the register then holding the algorithm's fixed residue.
+    """
+    ALG = CRC
+
+    def __init__(self):
+        super().__init__({"start": In(1), "data": In(8), "valid": In(1), "ready": Out(1),
+                          "crc": Out(32), "match_detected": Out(1)})
+
+    @classmethod
+    def step(cls, reg: int, byte: int) -> int:
+        """The register after one byte (what the gateware's eight clocks do)."""
+        poly = _reflected_poly(32, cls.ALG.polynomial)
+        for i in range(8):
+            feedback = (reg ^ (byte >> i)) & 1
+            reg = (reg >> 1) ^ (poly if feedback else 0)
+        return reg
+
+    @classmethod
+    def residue(cls) -> int:
+        reg = cls.ALG.initial_crc
+        for b in b"rfsnn":
+            reg = cls.step(reg, b)
+        for b in (reg ^ cls.ALG.xor_output).to_bytes(4, "little"):  # the payload's CRC, little-endian
+            reg = cls.step(reg, b)
+        return reg
+
+    def elaborate(self, platform):
+        m = Module()
+        alg = self.ALG
+        assert alg.reflect_input and alg.reflect_output and alg.crc_width == 32
+        reg = Signal(32, init=alg.initial_crc)
+        shift = Signal(8)  # the byte's bits still to go, lowest first
+        left = Signal(range(9))
+        m.d.comb += [self.ready.eq(left == 0), self.crc.eq(reg ^ alg.xor_output),
+                     self.match_detected.eq(reg == self.residue())]
+        with m.If(self.start):
+            m.d.sync += [reg.eq(alg.initial_crc), left.eq(0)]
+        with m.Elif(self.valid & self.ready):
+            m.d.sync += [shift.eq(self.data), left.eq(8)]
+        with m.Elif(left != 0):
+            poly = Const(_reflected_poly(32, alg.polynomial), 32)
+            m.d.sync += [reg.eq((reg >> 1) ^ Mux(reg[0] ^ shift[0], poly, 0)), shift.eq(shift >> 1),
+                         left.eq(left - 1)]
+        return m
 
 
 class FrameStatus(enum.Enum, shape=3):
@@ -93,7 +152,7 @@ class SLIPDecoder(wiring.Component):
         m = Module()
         limit = self.max_payload + CRC_BYTES  # body bytes a frame may hold
 
-        m.submodules.crc = crc = CRC(8).create()
+        m.submodules.crc = crc = SerialCRC()
         count = Signal(range(limit + 1))     # body bytes of this frame so far (capped at limit)
         delay = [Signal(8, name=f"delay{i}") for i in range(CRC_BYTES)]  # delay[0]: the newest byte
         active = Signal()                    # a byte other than END since the last END
@@ -101,9 +160,9 @@ class SLIPDecoder(wiring.Component):
         bad_escape = Signal()                # ESC + a wrong byte: BAD_CRC whatever follows; ignore up to END
         too_long = Signal()                  # more than `limit` body bytes: BAD_LENGTH unless an escape is bad
 
-        # Take a byte only if every output can take an item this clock.
+        # Take a byte only if every output can take an item this clock, and the CRC has the last one in.
         m.d.comb += self.bytes.ready.eq((~self.payload.valid | self.payload.ready) &
-                                        (~self.frame.valid | self.frame.ready))
+                                        (~self.frame.valid | self.frame.ready) & crc.ready)
         with m.If(self.payload.ready):
             m.d.sync += self.payload.valid.eq(0)
         with m.If(self.frame.ready):
@@ -181,7 +240,7 @@ class SLIPEncoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.crc = crc = CRC(8).create()
+        m.submodules.crc = crc = SerialCRC()
 
         can_emit = Signal()   # the output register is free or being emptied this clock
         m.d.comb += can_emit.eq(~self.bytes.valid | self.bytes.ready)
@@ -217,14 +276,14 @@ class SLIPEncoder(wiring.Component):
                     with m.If(self.payload.payload.last):
                         m.next = "CRC"
                 m.d.comb += crc.data.eq(self.payload.payload.data)
-                with m.If(self.payload.valid & can_emit):
+                with m.If(self.payload.valid & can_emit & crc.ready):
                     send_stuffed(self.payload.payload.data, take_byte)
             with m.State("CRC"):
                 def next_crc_byte():
                     m.d.sync += crc_index.eq(crc_index + 1)
                     with m.If(crc_index == CRC_BYTES - 1):
                         m.next = "CLOSE"
-                with m.If(can_emit):
+                with m.If(can_emit & crc.ready):
                     send_stuffed(crc.crc.word_select(crc_index, 8), next_crc_byte)
             with m.State("CLOSE"):
                 with m.If(can_emit):

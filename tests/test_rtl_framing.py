@@ -19,6 +19,8 @@ from rfsnn.host import protocol as P
 from rfsnn.rtl import framing
 from rfsnn.rtl.framing import FrameStatus, SLIPDecoder, SLIPEncoder
 
+CRC_CLOCKS = 9  # SerialCRC takes a byte in nine clocks: the budgets below allow that per byte
+
 END, ESC, ESC_END, ESC_ESC = P.END, P.ESC, P.ESC_END, P.ESC_ESC
 STATUS = {P.LinkStatus.OK: FrameStatus.OK, P.LinkStatus.BAD_CRC: FrameStatus.BAD_CRC,
           P.LinkStatus.BAD_LENGTH: FrameStatus.BAD_LENGTH}
@@ -151,7 +153,7 @@ def run_encoder(payloads, seed, gap=0.3, p_ready=0.5):
             tail[0] -= 1
         return tail[0] == 0
 
-    h.run(step, 50 + 8 * sum(len(p) + 8 for p in payloads))
+    h.run(step, 50 + (CRC_CLOCKS + 8) * sum(len(p) + 8 for p in payloads))
     return bytes(out)
 
 
@@ -184,7 +186,7 @@ def run_decoder(wire, seed, max_payload=P.MAX_PAYLOAD, gap=0.3, p_payload=0.7, p
         idle[0] = idle[0] + 1 if src.done and not busy else 0
         return idle[0] > 4
 
-    h.run(step, 100 + 12 * len(wire))
+    h.run(step, 100 + (CRC_CLOCKS + 12) * len(wire))
     return verdicts, bytes(pending)
 
 
@@ -386,5 +388,5 @@ def test_round_trip(payloads_, seed):
         src.advance()
         return len(got) == len(payloads_)
 
-    h.run(step, 100 + 10 * sum(len(p) + 10 for p in payloads_))
+    h.run(step, 100 + (CRC_CLOCKS + 10) * sum(len(p) + 10 for p in payloads_))
     assert got == [(len(p), FrameStatus.OK, p) for p in payloads_]
