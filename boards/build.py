@@ -97,6 +97,14 @@ def parse_nextpnr_log(text: str, family: str) -> dict:
     return {"utilisation": util, "clocks": clocks}
 
 
+def design_clock(clocks: dict, freq_mhz: float) -> dict | None:
+    """The device's clock among nextpnr's: the one constrained at freq_mhz (a USB board has its own
+    clocks too). nextpnr-ice40 also times a net of its own at the same frequency
+    ("$PACKER_GND_NET_$glb_clk"); it is not the design's, so it is passed over."""
+    same = [c for name, c in clocks.items() if abs(c["target_mhz"] - freq_mhz) < 0.01 and not name.startswith("$PACKER")]
+    return min(same, key=lambda c: c["fmax_mhz"]) if same else None
+
+
 def build(target: BoardTarget, out: Path, cfg: DeviceConfig | None = None, freq_mhz: float | None = None,
           neuron_lanes: int | None = None, sample_lanes: int | None = None, log=print) -> dict:
     """Build, write report.json into `out`, and return the report. Raises BuildError (with the report
@@ -144,9 +152,8 @@ def build(target: BoardTarget, out: Path, cfg: DeviceConfig | None = None, freq_
     over = [k for k, u in parsed["utilisation"].items() if u["used"] > u["available"]]
     fits = bool(parsed["utilisation"]) and not over and "Unable to place" not in text and \
         "Failed to" not in text and (error is None or parsed["clocks"])
-    # The device's clock is the one constrained at freq_mhz (a USB board has its own clocks too).
     clocks = parsed["clocks"]
-    clock = next((c for c in clocks.values() if abs(c["target_mhz"] - freq_mhz) < 0.01), None)
+    clock = design_clock(clocks, freq_mhz)
     meets = bool(clock) and all(c["fmax_mhz"] >= c["target_mhz"] for c in clocks.values())
     bitstream = out / f"{NAME}.{target.bitstream_ext}"
     report = {

@@ -1,7 +1,7 @@
 """Board targets (boards/): PLL settings, nextpnr report parsing, and the clock/baud check."""
 import pytest
 
-from rfsnn.boards.build import parse_nextpnr_log
+from rfsnn.boards.build import design_clock, parse_nextpnr_log
 from rfsnn.boards.clocks import ecp5_pll, ice40_pll
 from rfsnn.boards.targets import TARGETS, get_target
 
@@ -79,3 +79,12 @@ def test_program_refuses_a_build_that_missed_timing_and_names_the_missing_progra
     (tmp_path / "report.json").write_text(json.dumps({**report, "meets_timing": True}))
     assert cli.main(["program", "--board", "ulx3s-85f", "--out", str(tmp_path)]) == 3
     assert "apt-get install openfpgaloader" in capsys.readouterr().err
+
+
+def test_the_design_clock_is_not_nextpnrs_own_net():
+    log = """Info: Max frequency for clock '$PACKER_GND_NET_$glb_clk': 45.55 MHz (PASS at 12.00 MHz)
+Info: Max frequency for clock              'cd_sync.clk': 11.23 MHz (FAIL at 12.00 MHz)
+"""  # the iCEBreaker build's last two lines
+    clocks = parse_nextpnr_log(log, "ice40")["clocks"]
+    assert design_clock(clocks, 12.0) == {"fmax_mhz": 11.23, "target_mhz": 12.0, "pass": False}
+    assert design_clock(clocks, 15.0) is None
