@@ -329,7 +329,10 @@ class Learner(wiring.Component):
             for h in range(H):
                 with m.Case(h):
                     m.d.comb += lif.u.eq(Mux(first_d, 0, u_rd[h].data.as_value()))
-        m.d.comb += lif.cur.eq(Mux(lif0_d, i_rd.data.as_value(), ev_cur.as_value()))
+        if H == 1:  # no event layers: no path from the accumulators into the LIF update to time
+            m.d.comb += lif.cur.eq(i_rd.data.as_value())
+        else:
+            m.d.comb += lif.cur.eq(Mux(lif0_d, i_rd.data.as_value(), ev_cur.as_value()))
         fired_bits = Cat(*[lif.spike[p] & lane_valid[p // N] for p in range(P)])  # samples of the batch only
         fired = sum(fired_bits[p] for p in range(P))
         with m.If(lif0_d | evb_d):

@@ -7,7 +7,7 @@ Factor values are in [-2, 2] (rademacher uses +/-1); a_i * b_j * s is a shift-an
 """
 from __future__ import annotations
 
-from amaranth import Module, signed
+from amaranth import Module, Mux, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -32,7 +32,13 @@ class PerturbedRead(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        # |a|, |b| are 0, 1 or 2, so s * a * b is 0 or +-s shifted by 0-2 places: a multiplexer, not a
+        # multiplier (yosys would otherwise give it a DSP, in series with the accumulator's).
+        b_zero, b_two, b_neg = self.b == 0, (self.b == 2) | (self.b == -2), self.b < 0
+        s = self.signed_sigma
         for i in range(self.lanes):
-            nudge = self.signed_sigma * (self.a[i] * self.b)
+            a = self.a[i]
+            shifted = Mux((a == 2) | (a == -2), Mux(b_two, s << 2, s << 1), Mux(b_two, s << 1, s))
+            nudge = Mux((a == 0) | b_zero, 0, Mux((a < 0) ^ b_neg, -shifted, shifted))
             m.d.comb += self.w_pert[i].eq(saturate(self.w[i] + nudge, self.cfg.w_bits))
         return m
