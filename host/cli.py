@@ -27,6 +27,12 @@ def cmd_train(a) -> int:
 
     if a.no_stochastic_rounding:
         s.stochastic_rounding = False
+    if a.device_config:
+        cfg = _load_device_config(a.device_config)
+        given = {k: v for k, v in (("--hidden", a.hidden), ("--t-steps", a.t_steps)) if v is not None}
+        if given:
+            raise ValueError(f"{' and '.join(given)} come from --device-config ({a.device_config}); drop them")
+        s.device, s.hidden, s.t_steps, s.leak_shift = cfg.to_dict(), tuple(cfg.layers[1:-1]), cfg.t_steps, cfg.leak_shift
     if a.port and a.backend != "serial":
         raise ValueError(f"--port is for --backend serial (this run uses --backend {a.backend})")
     link = LinkOptions(port=a.port, baud=a.baud, timeout=a.timeout, retries=a.retries, simulator=a.simulator,
@@ -67,18 +73,21 @@ def cmd_config(a) -> int:
     return 0
 
 
-def _device_config(a, default):
-    """The device configuration of `rfsnn sim`, `virtual-board` and `build`: --config (a DeviceConfig
-    dict, or a run folder's config.json with a "device" entry) or else the command's default, then
-    --layers and --t-steps on top."""
-    import dataclasses
-
+def _load_device_config(path: str):
+    """A DeviceConfig from a file: its own JSON, a run folder's config.json (its "device" entry) or a
+    board build's report.json (its "config" entry)."""
     from rfsnn.sim.config import DeviceConfig
 
-    cfg = default
-    if a.config:
-        d = json.loads(Path(a.config).read_text())
-        cfg = DeviceConfig.from_dict(d.get("device", d))
+    d = json.loads(Path(path).read_text())
+    return DeviceConfig.from_dict(d.get("device") or d.get("config") or d)
+
+
+def _device_config(a, default):
+    """The device configuration of `rfsnn sim`, `virtual-board` and `build`: --config (_load_device_config)
+    or else the command's default, then --layers and --t-steps on top."""
+    import dataclasses
+
+    cfg = _load_device_config(a.config) if a.config else default
     changes = {k: v for k, v in (("layers", a.layers), ("t_steps", a.t_steps)) if v is not None}
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
@@ -268,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, help="learning rate (default depends on the backend's optimiser)")
     t.add_argument("--hidden", type=_tuple_of_ints, help="hidden layer widths, e.g. 64 or 32,32")
     t.add_argument("--t-steps", dest="t_steps", type=int, help="time steps per sample (a power of two)")
+    t.add_argument("--device-config", help="train the device this file describes (its network, T and register "
+                   "widths): a DeviceConfig JSON, a run's config.json, or a board build's report.json")
     t.add_argument("--difference", choices=["central", "forward"])
     t.add_argument("--scope", choices=["global", "layerwise"])
     t.add_argument("--noise", choices=["rademacher", "gauss4"])

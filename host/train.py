@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.config import ConfigError, DeviceConfig
 
 from . import optim
 from .backends import BACKENDS, DEVICE_BACKENDS, LinkOptions, make_backend
@@ -51,13 +51,24 @@ class TrainSettings:
     n_train: int = 4096
     seed: int = 0
     eval_every: int = 0  # 0: about 20 checkpoints per run
+    # A whole device configuration (DeviceConfig dict) instead of the default widths for hidden/t_steps:
+    # a board built with narrower registers (`rfsnn train --device-config build/boards/B/report.json`).
+    device: dict | None = None
 
     def base_lr(self) -> float:
         """The learning rate the schedule starts from: --lr, or the backend's default."""
         return self.lr if self.lr is not None else LR_DEFAULTS[self.backend]
 
     def device_config(self, n_in: int) -> DeviceConfig:
-        return DeviceConfig(layers=(n_in, *self.hidden, 1), t_steps=self.t_steps, leak_shift=self.leak_shift)
+        layers = (n_in, *self.hidden, 1)
+        if self.device is None:
+            return DeviceConfig(layers=layers, t_steps=self.t_steps, leak_shift=self.leak_shift)
+        cfg = DeviceConfig.from_dict(self.device)
+        if (cfg.layers, cfg.t_steps, cfg.leak_shift) != (layers, self.t_steps, self.leak_shift):
+            raise ConfigError(f"the device configuration is {'-'.join(map(str, cfg.layers))}, T={cfg.t_steps}, "
+                              f"leak_shift={cfg.leak_shift}; this run needs {'-'.join(map(str, layers))}, "
+                              f"T={self.t_steps}, leak_shift={self.leak_shift}")
+        return cfg
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
