@@ -153,3 +153,27 @@ def test_a_link_failure_mid_run_keeps_the_last_checkpoint(tmp_path, monkeypatch)
         train(s, out=tmp_path / "run", progress=False)
     with np.load(tmp_path / "run" / "checkpoint.npz") as c:
         assert int(c["step"]) == 10 and c["W1_int"].shape == (8, 1)
+
+
+def test_train_takes_a_boards_device_configuration(tmp_path, capsys):
+    """--device-config: the run trains the device a board build describes (its report.json), narrow
+    registers included, records it, and is evaluated with it again; --hidden cannot contradict it."""
+    from rfsnn.boards.targets import get_target
+
+    cfg = get_target("icebreaker").cfg
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"board": "icebreaker", "config": cfg.to_dict()}))
+    out = tmp_path / "run"
+    assert cli.main(["train", "--task", "mexican-hat", "--device-config", str(report), "--steps", "20", "--quiet",
+                     "--out", str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["device"] == cfg.to_dict() and saved["device"]["loss_bits"] == 32
+    assert load_run(out).cfg == cfg
+    capsys.readouterr()
+    assert cli.main(["train", "--task", "mexican-hat", "--device-config", str(report), "--hidden", "8", "--quiet",
+                     "--out", str(tmp_path / "other")]) == 2
+    assert "--hidden" in capsys.readouterr().err
+    # a 2-input device cannot train the 1-D task
+    assert cli.main(["train", "--task", "poisson1d", "--device-config", str(report), "--steps", "1", "--quiet",
+                     "--out", str(tmp_path / "p")]) == 2
+    assert "2-16-1" in capsys.readouterr().err
