@@ -39,6 +39,8 @@ class PerturbedRead(wiring.Component):
         for i in range(self.lanes):
             a = self.a[i]
             shifted = Mux((a == 2) | (a == -2), Mux(b_two, s << 2, s << 1), Mux(b_two, s << 1, s))
-            nudge = Mux((a == 0) | b_zero, 0, Mux((a < 0) ^ b_neg, -shifted, shifted))
+            # An unperturbed pass (s = 0) leaves w alone whatever the factors hold: with one neuron lane they
+            # come from the factor cache, which an INFER before any TRAIN_STEP reads unwritten.
+            nudge = Mux((a == 0) | b_zero | (s == 0), 0, Mux((a < 0) ^ b_neg, -shifted, shifted))
             m.d.comb += self.w_pert[i].eq(saturate(self.w[i] + nudge, self.cfg.w_bits))
         return m
