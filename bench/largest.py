@@ -1,0 +1,95 @@
+"""Boards: the largest network that fits each board and meets its clock, by building it.
+
+    python bench/largest.py [--boards icebreaker ulx3s-12f ...] [--hidden 128 256 ...] [--minutes 25]
+                            [--build-root build/largest] [--out docs/results/largest.md]
+
+For each board, the board's default device with one hidden layer made wider, step by step (--hidden,
+or the board's ladder below), each built with `rfsnn build` (YoWASP yosys and nextpnr) at the board's
+clock; the search stops at the first width that does not fit, misses timing, or is not built within
+--minutes (place-and-route of a nearly full ECP5 takes longer than the build of its default). The
+table gives every width tried, with its logic, block RAM, Fmax and verdict. The hidden width is what
+grows the device: the logic is nearly the same for any width, block RAM grows with it, and so does
+the routing; T and the layer count change little (the same memories, deeper or repeated).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rfsnn.boards.targets import TARGETS
+
+LADDER = {"icebreaker": [16, 24, 32, 48], "ulx3s-12f": [64, 128, 256, 512], "ulx3s-25f": [64, 128, 256, 512],
+          "ulx3s-45f": [64, 128, 256, 512, 1024], "ulx3s-85f": [64, 128, 256, 512, 1024],
+          "orangecrab-25f": [64, 128, 256, 512]}
+
+
+def try_width(board: str, hidden: int, root: Path, minutes: float) -> dict:
+    target = TARGETS[board]
+    cfg = dataclasses.replace(target.cfg, layers=(target.cfg.layers[0], hidden, target.cfg.layers[-1]))
+    out = root / f"{board}-{hidden}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "device.json").write_text(cfg.to_json())
+    cmd = [sys.executable, "-m", "rfsnn.host.cli", "build", "--board", board, "--config", str(out / "device.json"),
+           "--out", str(out)]
+    t0 = time.time()
+    try:
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=minutes * 60)
+    except subprocess.TimeoutExpired:
+        return {"hidden": hidden, "verdict": f"not built in {minutes:g} min", "seconds": time.time() - t0}
+    report = out / "report.json"
+    if not report.exists():
+        return {"hidden": hidden, "verdict": "build failed before place-and-route", "seconds": time.time() - t0}
+    r = json.loads(report.read_text())
+    verdict = "fits, meets timing" if r["fits"] and r["meets_timing"] else (
+        "does not fit" if not r["fits"] else "misses timing")
+    return {"hidden": hidden, "verdict": verdict, "seconds": time.time() - t0, "report": r}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--boards", nargs="+", default=list(LADDER), choices=list(TARGETS))
+    p.add_argument("--hidden", nargs="+", type=int, help="widths to try, smallest first (default: each board's ladder)")
+    p.add_argument("--minutes", type=float, default=25.0, help="give up on a build after this long")
+    p.add_argument("--build-root", default="build/largest")
+    p.add_argument("--out", help="also write the table (markdown) here")
+    a = p.parse_args(argv)
+    rows, t0 = [], time.time()
+    for board in a.boards:
+        target = TARGETS[board]
+        for hidden in a.hidden or LADDER[board]:
+            print(f"{board}: hidden {hidden} ...", file=sys.stderr, flush=True)
+            res = try_width(board, hidden, Path(a.build_root), a.minutes)
+            r = res.get("report") or {}
+            u = r.get("utilisation", {})
+            logic = u.get("TRELLIS_COMB") or u.get("ICESTORM_LC")
+            ram = u.get("DP16KD") or u.get("ICESTORM_RAM")
+            frac = lambda v: f"{v['used']:,} / {v['available']:,}" if v else "-"  # noqa: E731
+            layers = (target.cfg.layers[0], hidden, target.cfg.layers[-1])
+            rows.append(f"| {board} | {'-'.join(map(str, layers))}, T={target.cfg.t_steps}, "
+                        f"{target.neuron_lanes}x{target.sample_lanes} | {frac(logic)} | {frac(ram)} | "
+                        f"{r.get('fmax_mhz') or '-'} | {target.freq_mhz:g} | {res['verdict']} | {res['seconds'] / 60:.1f} |")
+            print(rows[-1], flush=True)
+            if res["verdict"] != "fits, meets timing":
+                break
+    head = ("| board | device, lanes | LUT4 (ECP5) / logic cells (iCE40) | block RAM | Fmax MHz | clock MHz | "
+            "verdict | build min |\n" + "|---" * 8 + "|")
+    table = "\n".join([head] + rows)
+    print(table)
+    if a.out:
+        Path(a.out).write_text(
+            "# Boards: the largest network per board\n\n"
+            f"`python bench/largest.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
+            f"{time.strftime('%Y-%m-%d')}, {platform.machine()}; {(time.time() - t0) / 60:.0f} min. Each board's "
+            "default device with its hidden layer widened until a build does not fit, misses timing or runs "
+            f"past {a.minutes:g} min.\n\n" + table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
