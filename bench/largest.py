@@ -24,7 +24,7 @@ from pathlib import Path
 
 from rfsnn.boards.targets import TARGETS
 
-LADDER = {"icebreaker": [16, 24, 32, 48], "ulx3s-12f": [64, 128, 256, 512], "ulx3s-25f": [64, 128, 256, 512],
+LADDER = {"icebreaker": [16, 32, 64, 128, 256], "ulx3s-12f": [64, 128, 256, 512], "ulx3s-25f": [64, 128, 256, 512],
           "ulx3s-45f": [64, 128, 256, 512, 1024], "ulx3s-85f": [64, 128, 256, 512, 1024],
           "orangecrab-25f": [64, 128, 256, 512]}
 
