@@ -10,8 +10,9 @@ a direction of the 2-64-1 network takes 133 clocks (532 for gauss4), small besid
 Each value drawn is also announced on `drawn_*` (its flat index: layer by layer, a then b), so the
 learner can keep the K directions of a step in its factor cache. A learner with one neuron lane reads
 the factors of its passes from that cache too, and builds this block with `registers=False`: the
-registers, their write decoder and their read multiplexers cost the iCE40 about 300 logic cells. While idle, the rest of the stream is
-offered on `rest` (the stochastic-rounding bits, which the contract places after every direction).
+registers, their write decoder and their read multiplexers cost the iCE40 about 270 logic cells.
+While idle, the rest of the stream is offered on `rest` (the stochastic-rounding bits, which the
+contract places after every direction).
 """
 from __future__ import annotations
 
