@@ -124,7 +124,7 @@ def build(target: BoardTarget, out: Path, cfg: DeviceConfig | None = None, freq_
 
         top = OrangeCrabTop(cfg, N, S, freq_mhz * 1e6)
     else:
-        top = BoardTop(target.family, cfg, N, S, freq_mhz * 1e6, target.baud)
+        top = BoardTop(target.family, cfg, N, S, freq_mhz * 1e6, target.baud, target.serial_crc)
     env = tool_env()
     log(f"building {target.name}: network {','.join(map(str, cfg.layers))}, T={cfg.t_steps}, lanes {N}x{S}, "
         f"{freq_mhz:g} MHz, {target.baud} baud, into {out} (synthesis and place-and-route take minutes)")

@@ -22,6 +22,7 @@ class BoardTarget:
     baud: int = 3_000_000
     programmer: tuple[str, ...] = ("openFPGALoader",)
     link: str = "uart"  # or "usb-acm": a USB serial port in the gateware (boards/orangecrab.py)
+    serial_crc: bool = False  # the link's CRC one bit per clock: smaller, a little slower (rtl/framing.py)
     note: str = ""
 
     def make_platform(self):
@@ -43,7 +44,7 @@ _SMALL = DeviceConfig(layers=(2, 16, 1), t_steps=8, max_batch=64, max_directions
 
 TARGETS = {t.name: t for t in [
     BoardTarget("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", 12.0, _SMALL, 1, 1,
-                programmer=("iceprog", "openFPGALoader"),
+                programmer=("iceprog", "openFPGALoader"), serial_crc=True,
                 note="iCE40UP5K; UART on the FT2232H's second port (interface B) at 3 Mbaud"),
     # 15 MHz: the learner's post-route Fmax on the ECP5 is about 16.5 MHz (a perturbed-weight read, factor
     # select to multiplier to adder, in one clock), and 3 Mbaud needs a clock near a multiple of 3 MHz.

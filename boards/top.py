@@ -16,8 +16,8 @@ from .clocks import ecp5_pll, ice40_pll
 
 class BoardTop(Elaboratable):
     def __init__(self, family: str, cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, freq_hz: float,
-                 baud: int):
-        self.family, self.cfg, self.freq_hz, self.baud = family, cfg, freq_hz, baud
+                 baud: int, serial_crc: bool = False):
+        self.family, self.cfg, self.freq_hz, self.baud, self.serial_crc = family, cfg, freq_hz, baud, serial_crc
         self.neuron_lanes, self.sample_lanes = neuron_lanes, sample_lanes
         self.divisor = divisor_for(freq_hz, baud)  # refuses a clock that cannot make the baud rate
 
@@ -26,7 +26,8 @@ class BoardTop(Elaboratable):
         fin = platform.default_clk_frequency
         if abs(self.freq_hz - fin) > 1:
             self._pll(m, platform, fin)
-        m.submodules.device = dev = DeviceTop(self.cfg, self.divisor, self.neuron_lanes, self.sample_lanes)
+        m.submodules.device = dev = DeviceTop(self.cfg, self.divisor, self.neuron_lanes, self.sample_lanes,
+                                              serial_crc=self.serial_crc)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx_pin = rx_pin = io.Buffer("i", uart.rx)
         m.submodules.tx_pin = tx_pin = io.Buffer("o", uart.tx)

@@ -20,14 +20,15 @@ Encoder. END, then each payload byte as it arrives (stuffed, and into the CRC un
 bytes little-endian (stuffed), then END. One output byte per clock at most, and it waits for the
 output's ready: a UART transmitter takes a byte only every ten bit-times.
 
-The CRC unit works one bit per clock (`SerialCRC`: 9 clocks a byte). A byte-wide CRC-32 (amaranth.lib.crc)
-costs each of the two about 130 more iCE40 logic cells in XOR trees, and the link never needs it: a
-byte takes 40 clocks on the wire at the boards' 3 Mbaud, and a burst from the receive FIFO still drains
-at over 1 Mbyte/s at 12 MHz.
+The CRC unit takes a byte per clock (amaranth.lib.crc), or with `serial_crc` one bit per clock
+(`SerialCRC`, 9 clocks a byte), which saves the iCE40 about 85 logic cells of XOR trees. The wire is
+slower than either (40 clocks a byte at 3 Mbaud), but a batch that waited in the receive FIFO during a
+step is decoded after it: on the virtual board at 15 MHz the serial CRC made a mexican-hat step 3%
+longer (6.58 against 6.37 ms, bench/link.py). So only the iCEBreaker's build uses it.
 """
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal, unsigned
+from amaranth import C, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.crc import catalog
 from amaranth.lib.wiring import In, Out
@@ -99,6 +100,15 @@ class SerialCRC(wiring.Component):
         return m
 
 
+def _crc_unit(serial: bool):
+    return SerialCRC() if serial else CRC(8).create()
+
+
+def _ready(crc) -> Value:
+    """The CRC unit can take a byte (always, for the byte-wide one)."""
+    return crc.ready if isinstance(crc, SerialCRC) else C(1, 1)
+
+
 class FrameStatus(enum.Enum, shape=3):
     """A received frame's verdict. The values are the protocol's STATUS codes (docs/protocol.md), so a
     refusal can go into the reply's STATUS byte as it is."""
@@ -138,10 +148,10 @@ class SLIPDecoder(wiring.Component):
     receiver cannot wait, so the consumer should take items within a byte time.
     """
 
-    def __init__(self, max_payload: int = MAX_PAYLOAD):
+    def __init__(self, max_payload: int = MAX_PAYLOAD, serial_crc: bool = False):
         if max_payload < 1:
             raise ValueError(f"max_payload must be at least 1, not {max_payload}")
-        self.max_payload = max_payload
+        self.max_payload, self.serial_crc = max_payload, serial_crc
         super().__init__({
             "bytes": In(stream.Signature(8)),
             "payload": Out(stream.Signature(8)),
@@ -152,7 +162,7 @@ class SLIPDecoder(wiring.Component):
         m = Module()
         limit = self.max_payload + CRC_BYTES  # body bytes a frame may hold
 
-        m.submodules.crc = crc = SerialCRC()
+        m.submodules.crc = crc = _crc_unit(self.serial_crc)
         count = Signal(range(limit + 1))     # body bytes of this frame so far (capped at limit)
         delay = [Signal(8, name=f"delay{i}") for i in range(CRC_BYTES)]  # delay[0]: the newest byte
         active = Signal()                    # a byte other than END since the last END
@@ -162,7 +172,7 @@ class SLIPDecoder(wiring.Component):
 
         # Take a byte only if every output can take an item this clock, and the CRC has the last one in.
         m.d.comb += self.bytes.ready.eq((~self.payload.valid | self.payload.ready) &
-                                        (~self.frame.valid | self.frame.ready) & crc.ready)
+                                        (~self.frame.valid | self.frame.ready) & _ready(crc))
         with m.If(self.payload.ready):
             m.d.sync += self.payload.valid.eq(0)
         with m.If(self.frame.ready):
@@ -232,7 +242,8 @@ class SLIPEncoder(wiring.Component):
       `bytes.ready` is low.
     """
 
-    def __init__(self):
+    def __init__(self, serial_crc: bool = False):
+        self.serial_crc = serial_crc
         super().__init__({
             "payload": In(stream.Signature(PAYLOAD_BYTE)),
             "bytes": Out(stream.Signature(8)),
@@ -240,7 +251,8 @@ class SLIPEncoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.crc = crc = SerialCRC()
+        m.submodules.crc = crc = _crc_unit(self.serial_crc)
+        crc_ready = _ready(crc)
 
         can_emit = Signal()   # the output register is free or being emptied this clock
         m.d.comb += can_emit.eq(~self.bytes.valid | self.bytes.ready)
@@ -276,14 +288,14 @@ class SLIPEncoder(wiring.Component):
                     with m.If(self.payload.payload.last):
                         m.next = "CRC"
                 m.d.comb += crc.data.eq(self.payload.payload.data)
-                with m.If(self.payload.valid & can_emit & crc.ready):
+                with m.If(self.payload.valid & can_emit & crc_ready):
                     send_stuffed(self.payload.payload.data, take_byte)
             with m.State("CRC"):
                 def next_crc_byte():
                     m.d.sync += crc_index.eq(crc_index + 1)
                     with m.If(crc_index == CRC_BYTES - 1):
                         m.next = "CLOSE"
-                with m.If(can_emit & crc.ready):
+                with m.If(can_emit & crc_ready):
                     send_stuffed(crc.crc.word_select(crc_index, 8), next_crc_byte)
             with m.State("CLOSE"):
                 with m.If(can_emit):

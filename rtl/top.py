@@ -40,8 +40,8 @@ class DeviceCore(wiring.Component):
     `busy`: something received is still being worked on, or reply bytes are waiting to be taken."""
 
     def __init__(self, cfg: DeviceConfig, neuron_lanes: int = 1, sample_lanes: int = 8,
-                 rx_fifo_depth: int = RX_FIFO_DEPTH):
-        self.cfg, self.rx_fifo_depth = cfg, rx_fifo_depth
+                 rx_fifo_depth: int = RX_FIFO_DEPTH, serial_crc: bool = False):
+        self.cfg, self.rx_fifo_depth, self.serial_crc = cfg, rx_fifo_depth, serial_crc
         self.neuron_lanes, self.sample_lanes = neuron_lanes, sample_lanes
         Learner.check_lanes(cfg, neuron_lanes, sample_lanes)
         super().__init__({"rx_bytes": In(stream.Signature(8)), "tx_bytes": Out(stream.Signature(8)),
@@ -50,10 +50,10 @@ class DeviceCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.rx_fifo = rx_fifo = SyncFIFOBuffered(width=8, depth=self.rx_fifo_depth)
-        m.submodules.decoder = dec = SLIPDecoder()
+        m.submodules.decoder = dec = SLIPDecoder(serial_crc=self.serial_crc)
         m.submodules.dispatcher = disp = Dispatcher(self.cfg)
         m.submodules.learner = learner = Learner(self.cfg, self.neuron_lanes, self.sample_lanes)
-        m.submodules.encoder = enc = SLIPEncoder()
+        m.submodules.encoder = enc = SLIPEncoder(serial_crc=self.serial_crc)
         wiring.connect(m, wiring.flipped(self.rx_bytes), rx_fifo.w_stream)
         wiring.connect(m, rx_fifo.r_stream, dec.bytes)
         m.d.comb += self.busy.eq(rx_fifo.r_rdy | ~disp.idle | enc.bytes.valid)
@@ -68,8 +68,8 @@ class DeviceCore(wiring.Component):
 
 class DeviceTop(wiring.Component):
     def __init__(self, cfg: DeviceConfig, divisor: int, neuron_lanes: int = 1, sample_lanes: int = 8,
-                 rx_fifo_depth: int = RX_FIFO_DEPTH):
-        self.cfg, self.divisor, self.rx_fifo_depth = cfg, divisor, rx_fifo_depth
+                 rx_fifo_depth: int = RX_FIFO_DEPTH, serial_crc: bool = False):
+        self.cfg, self.divisor, self.rx_fifo_depth, self.serial_crc = cfg, divisor, rx_fifo_depth, serial_crc
         self.neuron_lanes, self.sample_lanes = neuron_lanes, sample_lanes
         Learner.check_lanes(cfg, neuron_lanes, sample_lanes)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "link_errors": Out(2), "busy": Out(1)})
@@ -77,7 +77,8 @@ class DeviceTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.uart = uart = UART(self.divisor)
-        m.submodules.core = core = DeviceCore(self.cfg, self.neuron_lanes, self.sample_lanes, self.rx_fifo_depth)
+        m.submodules.core = core = DeviceCore(self.cfg, self.neuron_lanes, self.sample_lanes, self.rx_fifo_depth,
+                                              self.serial_crc)
         m.d.comb += [uart.rx.eq(self.rx), self.tx.eq(uart.tx),
                      self.link_errors.eq(uart.framing_error | (uart.overrun << 1)),
                      self.busy.eq(core.busy | ~uart.tx_bytes.ready)]

@@ -19,7 +19,7 @@ from rfsnn.host import protocol as P
 from rfsnn.rtl import framing
 from rfsnn.rtl.framing import FrameStatus, SLIPDecoder, SLIPEncoder
 
-CRC_CLOCKS = 9  # SerialCRC takes a byte in nine clocks: the budgets below allow that per byte
+SERIAL_CRC_CLOCKS = 9  # SerialCRC (serial_crc=True) takes a byte in nine clocks: the budgets allow that
 
 END, ESC, ESC_END, ESC_ESC = P.END, P.ESC, P.ESC_END, P.ESC_ESC
 STATUS = {P.LinkStatus.OK: FrameStatus.OK, P.LinkStatus.BAD_CRC: FrameStatus.BAD_CRC,
@@ -131,10 +131,10 @@ def payload_items(payloads):
     return [{"data": b, "last": int(i == len(p) - 1)} for p in payloads for i, b in enumerate(p)]
 
 
-def run_encoder(payloads, seed, gap=0.3, p_ready=0.5):
+def run_encoder(payloads, seed, gap=0.3, p_ready=0.5, serial_crc=False):
     """The bytes the encoder emits for these payloads, back to back."""
     rng = random.Random(seed)
-    h = harness(SLIPEncoder)
+    h = harness(functools.partial(SLIPEncoder, serial_crc=serial_crc))
     dut = h.dut
     src = Source(dut.payload, payload_items(payloads), rng, gap)
     sink = Sink(dut.bytes, rng, p_ready)
@@ -153,15 +153,15 @@ def run_encoder(payloads, seed, gap=0.3, p_ready=0.5):
             tail[0] -= 1
         return tail[0] == 0
 
-    h.run(step, 50 + (CRC_CLOCKS + 8) * sum(len(p) + 8 for p in payloads))
+    h.run(step, 50 + (SERIAL_CRC_CLOCKS * serial_crc + 8) * sum(len(p) + 8 for p in payloads))
     return bytes(out)
 
 
-def run_decoder(wire, seed, max_payload=P.MAX_PAYLOAD, gap=0.3, p_payload=0.7, p_frame=0.5):
+def run_decoder(wire, seed, max_payload=P.MAX_PAYLOAD, gap=0.3, p_payload=0.7, p_frame=0.5, serial_crc=False):
     """Feed the decoder `wire`; return its verdicts as (length, status, the bytes delivered before it).
     Also returns the bytes delivered after the last verdict (a frame without its closing END)."""
     rng = random.Random(seed)
-    h = harness(SLIPDecoder, max_payload)
+    h = harness(functools.partial(SLIPDecoder, serial_crc=serial_crc), max_payload)
     dut = h.dut
     src = Source(dut.bytes, wire, rng, gap)
     bytes_sink = Sink(dut.payload, rng, p_payload)
@@ -186,7 +186,7 @@ def run_decoder(wire, seed, max_payload=P.MAX_PAYLOAD, gap=0.3, p_payload=0.7, p
         idle[0] = idle[0] + 1 if src.done and not busy else 0
         return idle[0] > 4
 
-    h.run(step, 100 + (CRC_CLOCKS + 12) * len(wire))
+    h.run(step, 100 + (SERIAL_CRC_CLOCKS * serial_crc + 12) * len(wire))
     return verdicts, bytes(pending)
 
 
@@ -349,8 +349,8 @@ def test_decoder_refuses_bit_flips_like_deframer(payload, data):
 
 # ---- round trip ----------------------------------------------------------------------------------------
 class Loopback(wiring.Component):
-    def __init__(self):
-        self.enc, self.dec = SLIPEncoder(), SLIPDecoder()
+    def __init__(self, serial_crc=False):
+        self.enc, self.dec = SLIPEncoder(serial_crc), SLIPDecoder(serial_crc=serial_crc)
         super().__init__({"payload": wiring.In(stream.Signature(framing.PAYLOAD_BYTE)),
                           "out": wiring.Out(stream.Signature(8)),
                           "frame": wiring.Out(stream.Signature(framing.verdict_layout()))})
@@ -366,10 +366,10 @@ class Loopback(wiring.Component):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(payloads(), min_size=1, max_size=3), st.integers(0, 2**32 - 1))
-def test_round_trip(payloads_, seed):
+@given(st.lists(payloads(), min_size=1, max_size=3), st.integers(0, 2**32 - 1), st.booleans())
+def test_round_trip(payloads_, seed, serial_crc):
     rng = random.Random(seed)
-    h = harness(Loopback)
+    h = harness(Loopback, serial_crc)
     dut = h.dut
     src = Source(dut.payload, payload_items(payloads_), rng, gap=0.2)
     out, frames = Sink(dut.out, rng, 0.8), Sink(dut.frame, rng, 0.8, convert=verdict)
@@ -388,5 +388,27 @@ def test_round_trip(payloads_, seed):
         src.advance()
         return len(got) == len(payloads_)
 
-    h.run(step, 100 + (CRC_CLOCKS + 10) * sum(len(p) + 10 for p in payloads_))
+    h.run(step, 100 + (SERIAL_CRC_CLOCKS * serial_crc + 10) * sum(len(p) + 10 for p in payloads_))
     assert got == [(len(p), FrameStatus.OK, p) for p in payloads_]
+
+
+# ---- the bit-serial CRC (serial_crc=True, the iCEBreaker's build) ---------------------------------------
+def test_serial_crc_steps_like_zlib():
+    import zlib
+
+    reg = framing.CRC.initial_crc
+    for b in b"rfsnn framing":
+        reg = framing.SerialCRC.step(reg, b)
+    assert reg ^ framing.CRC.xor_output == zlib.crc32(b"rfsnn framing")
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(payloads(), min_size=1, max_size=2), st.integers(0, 2**32 - 1))
+def test_serial_crc_encoder_emits_host_frames(payloads_, seed):
+    assert run_encoder(payloads_, seed, serial_crc=True) == b"".join(P.frame(p) for p in payloads_)
+
+
+@settings(max_examples=60, deadline=None)
+@given(faulty_streams(SMALL), st.integers(0, 2**32 - 1))
+def test_serial_crc_decoder_verdicts_equal_deframer(wire, seed):
+    check_against_deframer(wire, seed, SMALL, serial_crc=True)
