@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from rtl_cycles import task_step  # noqa: E402
 from step_speed import time_backend  # noqa: E402
 
-from rfsnn.boards.build import BuildError, build  # noqa: E402
+from rfsnn.boards.build import BuildError, build, resource_use  # noqa: E402
 from rfsnn.boards.targets import TARGETS  # noqa: E402
 
 TASK = "mexican-hat"
@@ -67,7 +67,6 @@ def main(argv=None) -> int:
     rows = []
     for name in a.boards:
         r = board_report(name, root)
-        u = r["utilisation"]
         ok = r["fits"] and r["meets_timing"]
         key = (json.dumps(r["config"], sort_keys=True), r["neuron_lanes"], r["sample_lanes"])
         if ok and key not in cycles:
@@ -78,16 +77,13 @@ def main(argv=None) -> int:
         if key[0] not in cpu:
             print(f"{name}: timing the CPU backends on its network ...", file=sys.stderr, flush=True)
             cpu[key[0]] = {b: 1e3 / time_backend(TASK, b, a.cpu_steps, r["config"]) for b in ("golden", "float-bp")}
-        logic = u.get("TRELLIS_COMB") or u.get("ICESTORM_LC")
-        ram = u.get("DP16KD") or u.get("ICESTORM_RAM")
-        mult = u.get("MULT18X18D") or u.get("ICESTORM_DSP")
-        ff = u.get("TRELLIS_FF")
-        frac = lambda v: f"{v['used']:,} / {v['available']:,}" if v else "-"  # noqa: E731
+        use = resource_use(r)
         batch = 64
         fmax, clock = r["fmax_mhz"], r["clock_mhz"]
         rows.append(
             f"| {name} | {r['device']} | {','.join(map(str, r['config']['layers']))}, T={r['config']['t_steps']}, "
-            f"{r['neuron_lanes']}x{r['sample_lanes']} | {frac(logic)} | {frac(ff)} | {frac(ram)} | {frac(mult)} | "
+            f"{r['neuron_lanes']}x{r['sample_lanes']} | {use['logic']} | {use['flip-flops']} | {use['block RAM']} | "
+            f"{use['multipliers']} | "
             f"{fmax if fmax else '-'} | {clock:g} | {'yes' if ok else 'no: ' + ('does not fit' if not r['fits'] else 'misses timing')} | "
             + (f"{cyc:,} | {fmax * 1e6 / cyc:,.0f} | {batch * fmax * 1e6 / cyc:,.0f} | {clock * 1e6 / cyc:,.0f} |"
                if ok and cyc else "- | - | - | - |")

@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from rfsnn.boards.build import resource_use
 from rfsnn.boards.targets import TARGETS
 
 LADDER = {"icebreaker": [16, 32, 64, 128, 256], "ulx3s-12f": [64, 128, 256, 512], "ulx3s-25f": [64, 128, 256, 512],
@@ -74,12 +75,9 @@ def main(argv=None) -> int:
             print(f"{board}: {'-'.join(map(str, layers))}, T={t_steps} ...", file=sys.stderr, flush=True)
             res = try_network(board, layers, t_steps, Path(a.build_root), a.minutes)
             r = res.get("report") or {}
-            u = r.get("utilisation", {})
-            logic = u.get("TRELLIS_COMB") or u.get("ICESTORM_LC")
-            ram = u.get("DP16KD") or u.get("ICESTORM_RAM")
-            frac = lambda v: f"{v['used']:,} / {v['available']:,}" if v else "-"  # noqa: E731
+            use = resource_use(r)
             rows.append(f"| {board} | {'-'.join(map(str, layers))}, T={t_steps}, "
-                        f"{target.neuron_lanes}x{target.sample_lanes} | {frac(logic)} | {frac(ram)} | "
+                        f"{target.neuron_lanes}x{target.sample_lanes} | {use['logic']} | {use['block RAM']} | "
                         f"{r.get('fmax_mhz') or '-'} | {target.freq_mhz:g} | {res['verdict']} | {res['seconds'] / 60:.1f} |")
             print(rows[-1], flush=True)
             if res["verdict"] != "fits, meets timing" and not a.networks:

@@ -41,6 +41,21 @@ RESOURCES = {
 SYNTH_OVERRIDES = {"ice40": {"synth_opts": "-dsp"}, "ecp5": {}}
 
 
+# The same kinds of resource under each family's names, for tables across boards.
+KINDS = {"logic": ("TRELLIS_COMB", "ICESTORM_LC"), "flip-flops": ("TRELLIS_FF",),
+         "block RAM": ("DP16KD", "ICESTORM_RAM"), "multipliers": ("MULT18X18D", "ICESTORM_DSP")}
+
+
+def resource_use(report: dict) -> dict[str, str]:
+    """"used / available" per kind of resource (KINDS) in a build's report, "-" where it has none."""
+    util = report.get("utilisation", {})
+    out = {}
+    for kind, names in KINDS.items():
+        u = next((util[n] for n in names if n in util), None)
+        out[kind] = f"{u['used']:,} / {u['available']:,}" if u else "-"
+    return out
+
+
 class BuildError(RuntimeError):
     pass
 

@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm = sub.add_parser("sim", help="run training steps of the learner RTL on a Verilog simulator next to the "
                         "golden model: bit-exactness, cycles, efficiency")
     sm.add_argument("--simulator", choices=["icarus", "verilator"], default="icarus")
-    sm.add_argument("--config", help="DeviceConfig JSON (or a run folder's config.json); default: DeviceConfig()")
+    sm.add_argument("--config", help="DeviceConfig JSON (or a run's config.json or a board build's report.json); "
+                    "default: DeviceConfig()")
     sm.add_argument("--layers", type=_tuple_of_ints, help="network, e.g. 2,64,1 (overrides --config)")
     sm.add_argument("--t-steps", dest="t_steps", type=int, help="time steps per sample (a power of two)")
     sm.add_argument("--batch", type=int, default=32)
@@ -330,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "`--port` without a board (prints `port: /dev/pts/N` when ready)")
     vb.add_argument("--task", choices=list(TASK_DEFAULTS), default="mexican-hat",
                     help="build the task's default device (unless --config)")
-    vb.add_argument("--config", help="DeviceConfig JSON (or a run folder's config.json)")
+    vb.add_argument("--config", help="DeviceConfig JSON (or a run's config.json or a board build's report.json)")
     vb.add_argument("--layers", type=_tuple_of_ints, help="network, e.g. 2,64,1 (overrides the configuration)")
     vb.add_argument("--t-steps", dest="t_steps", type=int, help="time steps per sample (a power of two)")
     vb.add_argument("--neuron-lanes", type=int, default=1)
@@ -347,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     bd = sub.add_parser("build", help="build a board's bitstream with the YoWASP tools; print and write "
                         "report.json (utilisation, post-route Fmax); exit 1 if it does not fit or meet timing")
     bd.add_argument("--board", required=True, choices=list(TARGETS))
-    bd.add_argument("--config", help="DeviceConfig JSON (or a run folder's config.json); default: the board's")
+    bd.add_argument("--config", help="DeviceConfig JSON (or a run's config.json or a board build's report.json); "
+                    "default: the board's")
     bd.add_argument("--layers", type=_tuple_of_ints, help="network, e.g. 2,32,1 (on top of the board's default)")
     bd.add_argument("--t-steps", dest="t_steps", type=int)
     bd.add_argument("--freq", type=float, help="clock in MHz (a PLL makes it); default: the board's")
