@@ -41,11 +41,12 @@ def task_step(task: str, batch: int = 64, seed: int = 0, device: dict | None = N
     DeviceConfig dict to train instead of the task's default network."""
     from rfsnn.host.dataset import quantize
     from rfsnn.host.train import Run, lr_at, settings_for
+    from rfsnn.sim.config import DeviceConfig
     from rfsnn.sim.learner_sim import make_steps
 
     s = settings_for(task, backend="golden", batch=batch, seed=seed)
     if device is not None:
-        s.device, s.hidden, s.t_steps = device, tuple(device["layers"][1:-1]), device["t_steps"]
+        s.use_device(DeviceConfig.from_dict(device))
     run = Run(s)
     cfg = run.cfg
     xb, ub = next(run.data.batches(s.batch, np.random.default_rng([s.seed, 2]), drop_last=True))

@@ -18,13 +18,14 @@ import numpy as np
 
 from rfsnn.host.backends import IN_PROCESS_BACKENDS as BACKENDS
 from rfsnn.host.train import TASK_DEFAULTS, Run, lr_at, settings_for
+from rfsnn.sim.config import DeviceConfig
 
 
 def time_backend(task: str, backend: str, steps: int, device: dict | None = None) -> float:
     """ms per training step; `device`: a DeviceConfig dict to train instead of the task's default network."""
     s = settings_for(task, backend=backend)
     if device is not None:
-        s.device, s.hidden, s.t_steps = device, tuple(device["layers"][1:-1]), device["t_steps"]
+        s.use_device(DeviceConfig.from_dict(device))
     run = Run(s)
     lr = s.base_lr()
     batches = run.data.batches(s.batch, np.random.default_rng(0), drop_last=True)

@@ -32,7 +32,7 @@ def cmd_train(a) -> int:
         given = {k: v for k, v in (("--hidden", a.hidden), ("--t-steps", a.t_steps)) if v is not None}
         if given:
             raise ValueError(f"{' and '.join(given)} come from --device-config ({a.device_config}); drop them")
-        s.device, s.hidden, s.t_steps, s.leak_shift = cfg.to_dict(), tuple(cfg.layers[1:-1]), cfg.t_steps, cfg.leak_shift
+        s.use_device(cfg)
     if a.port and a.backend != "serial":
         raise ValueError(f"--port is for --backend serial (this run uses --backend {a.backend})")
     link = LinkOptions(port=a.port, baud=a.baud, timeout=a.timeout, retries=a.retries, simulator=a.simulator,

@@ -59,6 +59,11 @@ class TrainSettings:
         """The learning rate the schedule starts from: --lr, or the backend's default."""
         return self.lr if self.lr is not None else LR_DEFAULTS[self.backend]
 
+    def use_device(self, cfg: DeviceConfig) -> None:
+        """Train this whole device configuration: its network, T and register widths."""
+        self.device, self.hidden = cfg.to_dict(), tuple(cfg.layers[1:-1])
+        self.t_steps, self.leak_shift = cfg.t_steps, cfg.leak_shift
+
     def device_config(self, n_in: int) -> DeviceConfig:
         layers = (n_in, *self.hidden, 1)
         if self.device is None:
