@@ -74,12 +74,10 @@ def cmd_config(a) -> int:
 
 
 def _load_device_config(path: str):
-    """A DeviceConfig from a file: its own JSON, a run folder's config.json (its "device" entry) or a
-    board build's report.json (its "config" entry)."""
-    from rfsnn.sim.config import DeviceConfig
+    """A DeviceConfig from a file: its own JSON, a run folder's config.json or a board build's report.json."""
+    from .inputs import load_device_config
 
-    d = json.loads(Path(path).read_text())
-    return DeviceConfig.from_dict(d.get("device") or d.get("config") or d)
+    return load_device_config(path)
 
 
 def _device_config(a, default):

@@ -173,10 +173,28 @@ class DeviceConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DeviceConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
+        """A configuration from its to_dict() form. Refuses (ConfigError) anything else: not a JSON
+        object, unknown fields, values of the wrong type (a string, a bool, a fraction where an integer
+        belongs); missing fields take their defaults."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a device configuration is a JSON object of DeviceConfig fields, got {type(d).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(d) - set(known)
         if unknown:
-            raise ConfigError(f"unknown DeviceConfig fields: {sorted(unknown)}")
+            raise ConfigError(f"unknown DeviceConfig fields: {sorted(unknown)} (known: {', '.join(known)})")
+
+        def integer(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        for k, v in d.items():
+            if k == "layers":
+                if not (isinstance(v, (list, tuple)) and v and all(integer(n) and n >= 1 for n in v)):
+                    raise ConfigError(f"layers must be a list of positive integers such as [2, 64, 1], got {v!r}")
+            elif k == "threshold":
+                if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+                    raise ConfigError(f"threshold must be a number, got {v!r}")
+            elif not integer(v):
+                raise ConfigError(f"{k} must be an integer, got {v!r}")
         return cls(**{k: (tuple(v) if k == "layers" else v) for k, v in d.items()})
 
     def to_json(self) -> str:
