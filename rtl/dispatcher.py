@@ -4,7 +4,8 @@ The gateware form of rfsnn.host.link.DeviceEndpoint (docs/protocol.md), which is
 - a frame's payload bytes are stored in a request buffer as the SLIP decoder delivers them; nothing
   runs until its verdict says the CRC matched (a refused frame is answered with SEQ 0xFF and the
   verdict's status, and changes nothing);
-- a first pass walks the requests and checks that each fits in the frame (BAD_LENGTH, nothing runs);
+- a first pass walks the requests and checks that each fits in the frame, and that their replies
+  fit in one (BAD_LENGTH, nothing runs);
 - a second pass runs them in order as learner commands (rtl/commands.py), collecting reply data in a
   reply buffer, and stops at the first refusal or an unknown code;
 - the reply is SEQ, STATUS, DONE and the buffered data. The header precedes the data but is known only
@@ -44,6 +45,9 @@ class Dispatcher(wiring.Component):
     def __init__(self, cfg: DeviceConfig):
         self.cfg = cfg
         self.vb = value_bytes(cfg)
+        # Training steps done since reset, modulo 2**16 (STEP_COUNT); an attribute so that a testbench
+        # can start it near the wrap instead of running 65,536 steps.
+        self.steps_done = Signal(16)
         super().__init__({
             "payload": In(stream.Signature(8)),
             "frame": In(stream.Signature(verdict_layout(MAX_PAYLOAD))),
@@ -74,8 +78,11 @@ class Dispatcher(wiring.Component):
         nbytes = Signal(4)  # bytes still to gather into arg / to append
         count = Signal(9)  # values still to go in a bulk request
         out_val = Signal(64)  # value being appended to the reply
-        steps_done = Signal(16)
+        steps_done = self.steps_done
+        stepped = Signal()  # a step has run since reset: steps_done 0 may then be a wrap, not the start
         last_losses = Signal(8)
+        # pass 1: reply data bytes of the requests checked so far; past MAX_PAYLOAD - 3 the frame is refused
+        reply_due = Signal(range(MAX_PAYLOAD - 3 + 255 * vb + 1))
         skip = Signal(32)  # PARAM_SEEK: parameters still to walk past
         # the learner command in flight
         c_op, c_index, c_data = Signal(8), Signal(16), Signal(64)
@@ -90,6 +97,8 @@ class Dispatcher(wiring.Component):
             return (v == Code.PARAM_WRITE) | (v == Code.SAMPLE_WRITE)
 
         fixed = Array([C(ARG_BYTES[Code(c)] or 0, 4) if c in Code._value2member_map_ else C(0, 4) for c in range(16)])
+        reply_bytes = Array([C(REPLY_BYTES.get(Code(c), 0) if c in Code._value2member_map_ else 0, 4)
+                             for c in range(16)])
 
         m.d.comb += [self.cmd.payload.op.eq(c_op), self.cmd.payload.index.eq(c_index), self.cmd.payload.data.eq(c_data)]
         value_in = Signal(signed(8 * vb))  # a value gathered from the request, sign-extended below
@@ -131,16 +140,19 @@ class Dispatcher(wiring.Component):
                     m.d.sync += length.eq(length + 1)
                 with m.If(self.frame.valid):
                     with m.If(self.frame.payload.status == FrameStatus.OK):
-                        m.d.sync += pos.eq(1)
+                        m.d.sync += [pos.eq(1), reply_due.eq(0)]
                         m.next = "CHECK"
                     with m.Else():
                         m.d.sync += [seq.eq(REFUSED_SEQ), status.eq(self.frame.payload.status.as_value()),
                                      done.eq(0), rlen.eq(0), pos.eq(0)]
                         m.next = "REPLY"
-            # -- pass 1: does every request fit in the frame? --
+            # -- pass 1: does every request fit in the frame, and their replies in one? --
             with m.State("CHECK"):
                 m.d.comb += rq_r.addr.eq(pos)
-                m.next = "CHECK_CODE"
+                with m.If(reply_due > MAX_PAYLOAD - 3):  # SEQ, STATUS, DONE and the data
+                    m.next = "BAD_LENGTH"
+                with m.Else():
+                    m.next = "CHECK_CODE"
             with m.State("CHECK_CODE"):
                 byte = rq_r.data
                 m.d.comb += rq_r.addr.eq(pos + 1)
@@ -153,9 +165,14 @@ class Dispatcher(wiring.Component):
                     nxt = pos + 1 + fixed[rq_r.data[:4]]
                     with m.If(nxt > length):
                         m.next = "BAD_LENGTH"
+                    with m.Elif((byte == Code.PARAM_READ) | (byte == Code.OUTPUT_READ)):
+                        m.next = "CHECK_READ_COUNT"  # its reply length is in its argument
                     with m.Else():
-                        m.d.sync += pos.eq(nxt)
+                        m.d.sync += [pos.eq(nxt), reply_due.eq(reply_due + reply_bytes[byte[:4]])]
                         m.next = "CHECK"
+            with m.State("CHECK_READ_COUNT"):  # the count byte of a bulk read is on the read port
+                m.d.sync += [pos.eq(pos + 2), reply_due.eq(reply_due + rq_r.data * vb)]
+                m.next = "CHECK"
             with m.State("CHECK_COUNT"):  # the count byte of a bulk request is on the read port
                 nxt = pos + 2 + rq_r.data * vb
                 with m.If((pos + 1 >= length) | (nxt > length)):
@@ -214,7 +231,7 @@ class Dispatcher(wiring.Component):
                         with m.If(arg[:16] == steps_done):
                             command(Op.TRAIN_STEP)
                             m.next = "TRAIN"
-                        with m.Elif((steps_done != 0) & (arg[:16] == (steps_done - 1)[:16])):
+                        with m.Elif(stepped & (arg[:16] == (steps_done - 1)[:16])):
                             m.d.sync += [out_val.eq(Cat(last_losses, C(1, 8))), nbytes.eq(2)]
                             m.next = "APPEND"
                         with m.Else():
@@ -238,13 +255,11 @@ class Dispatcher(wiring.Component):
             # -- learner commands --
             with m.State("SIMPLE"):
                 with response_ok():
-                    n = Array([C(REPLY_BYTES.get(Code(c), 0) if c in Code._value2member_map_ else 0, 4)
-                               for c in range(16)])[code[:4]]
-                    m.d.sync += [out_val.eq(self.rsp.payload.data), nbytes.eq(n)]
+                    m.d.sync += [out_val.eq(self.rsp.payload.data), nbytes.eq(reply_bytes[code[:4]])]
                     m.next = "APPEND"
             with m.State("TRAIN"):
                 with response_ok():
-                    m.d.sync += [steps_done.eq(steps_done + 1), last_losses.eq(self.rsp.payload.data[:8]),
+                    m.d.sync += [steps_done.eq(steps_done + 1), stepped.eq(1), last_losses.eq(self.rsp.payload.data[:8]),
                                  out_val.eq(self.rsp.payload.data[:8]), nbytes.eq(2)]
                     m.next = "APPEND"
             with m.State("SEEK"):  # the rewind, then one PARAM_READ per parameter skipped (answers ignored)

@@ -36,23 +36,33 @@ class Top(wiring.Component):
         return m
 
 
-def scripts():
-    """Request payloads (SEQ + requests) and raw refusals, as a host would send them."""
+def setup_frames():
+    """Weights, a batch of 5 and the step registers (two directions), and the step's reads."""
     params, x, t = random_problem(CFG, 5, seed=8)
     steps = make_steps(CFG, 5, 2, seed=3, directions=2)
-    vb = P.value_bytes(CFG)
     rows = np.concatenate([x, t], axis=1).ravel()
     flat = [v for p in params for v in p.ravel()]
-    frames = [
-        [P.info(0), P.info(3), P.step_count()],
+    load = [
         [P.param_seek(0), P.param_write(flat[:15])],
         [P.param_seek(1, 0, 0), P.param_write(flat[15:])],
         [P.param_seek(0, 2, 1), P.param_read(6)],
         [P.set_register(0, 5), P.sample_seek(0), P.sample_write(rows)],
+    ]
+    registers = [P.set_register(1, steps[0].seed), P.set_register(2, 2), P.set_register(4, steps[0].gain_mant),
+                 P.set_register(5, steps[0].gain_shift), P.set_register(6, steps[0].clip), P.set_register(7, 8)]
+    return load, registers, [P.read_loss(0), P.read_loss(3), P.read_step(1)]
+
+
+def scripts():
+    """Request payloads (SEQ + requests) and raw refusals, as a host would send them."""
+    vb = P.value_bytes(CFG)
+    load, registers, reads = setup_frames()
+    frames = [
+        [P.info(0), P.info(3), P.step_count()],
+        *load,
         [P.infer(), P.sample_seek(0), P.output_read(10)],
-        [P.set_register(1, steps[0].seed), P.set_register(2, 2), P.set_register(4, steps[0].gain_mant),
-         P.set_register(5, steps[0].gain_shift), P.set_register(6, steps[0].clip), P.set_register(7, 8),
-         P.train_step(0), P.read_loss(0), P.read_loss(3), P.read_step(1)],
+        [P.train_step(0xFFFF)],  # no step has run: not a resend of step 65535, RANGE
+        registers + [P.train_step(0)] + reads,
         [P.train_step(0)],  # a resent step: answered, not run
         [P.train_step(5)],  # out of step: RANGE
         [P.param_seek(0, 9)],  # no such row: RANGE
@@ -63,20 +73,40 @@ def scripts():
     payloads = [P.encode_request_payload(n, f, vb) for n, f in enumerate(frames)]
     payloads.append(bytes([20, P.Code.NOP, 0x7E, P.Code.NOP]))  # an unknown code after one NOP
     payloads.append(bytes([21]) + P.param_write([1, 2, 3]).encode(vb)[:-1])  # truncated: BAD_LENGTH
+    payloads += overlong_reply_payloads(vb)
     return payloads
 
 
-def test_dispatcher_answers_like_the_software_device():
-    payloads = scripts()
-    gd = GoldenDevice(CFG)
-    endpoint = DeviceEndpoint(gd.execute, CFG)
-    expected = [endpoint._run(p) for p in payloads] + [P.encode_reply(0xFF, P.LinkStatus.BAD_CRC, 0, b"")]
+def raw_payload(seq, requests, vb):
+    """A payload the host's encoder would refuse to build (its reply would not fit)."""
+    return bytes([seq]) + b"".join(r.encode(vb) for r in requests)
+
+
+def overlong_reply_payloads(vb):
+    """Frames around the limit on reply length: 3 + reply data <= MAX_PAYLOAD runs, more is BAD_LENGTH
+    and runs nothing (not the TRAIN_STEP at its start either: STEP_COUNT after it still says 1)."""
+    infos = [P.info(0)] * 63  # 3 + 63 x 4 = 255: just fits
+    return [raw_payload(30, infos, vb),
+            raw_payload(31, infos + [P.step_count()], vb),  # 257: refused
+            raw_payload(32, [P.train_step(1), P.param_seek(0), P.param_read(126)], vb),  # 3 + 2 + 252
+            raw_payload(33, [P.step_count()], vb),
+            raw_payload(34, [P.param_seek(0), P.param_read(126)], vb),  # fits: RANGE past the last parameter
+            raw_payload(35, [P.nop()] + infos + [P.step_count()], vb),  # 257 in a frame of 66 requests
+            # after an unknown code nothing runs, and only the requests before it count
+            raw_payload(36, infos, vb) + bytes([0x7E, P.Code.STEP_COUNT])]
+
+
+def run_dispatcher(payloads, first_step=None, refused_frame=True):
+    """The RTL's reply to each payload (and to one frame refused by the decoder, if refused_frame);
+    first_step: STEP_COUNT at the start, as if that many steps had been done (no step has run yet)."""
     dut = Top()
     got = []
 
     async def bench(ctx):
+        if first_step is not None:
+            ctx.set(dut.disp.steps_done, first_step)
         ctx.set(dut.reply.ready, 1)
-        for p in payloads + [None]:
+        for p in payloads + ([None] if refused_frame else []):
             for b in (p or b"\x01\x02"):
                 ctx.set(dut.payload.payload, b)
                 ctx.set(dut.payload.valid, 1)
@@ -88,7 +118,7 @@ def test_dispatcher_answers_like_the_software_device():
             await ctx.tick().until(dut.frame.ready)
             ctx.set(dut.frame.valid, 0)
             reply = bytearray()
-            for _ in range(100_000):  # a frame of this script takes a few thousand clocks; a hang fails
+            for _ in range(100_000):  # a frame of these scripts takes a few thousand clocks; a hang fails
                 await ctx.tick()
                 if ctx.get(dut.reply.valid):
                     reply.append(ctx.get(dut.reply.payload.data))
@@ -102,12 +132,50 @@ def test_dispatcher_answers_like_the_software_device():
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+    return got
+
+
+def test_dispatcher_answers_like_the_software_device():
+    payloads = scripts()
+    gd = GoldenDevice(CFG)
+    endpoint = DeviceEndpoint(gd.execute, CFG)
+    expected = [endpoint._run(p) for p in payloads] + [P.encode_reply(0xFF, P.LinkStatus.BAD_CRC, 0, b"")]
+    got = run_dispatcher(payloads)
     for n, (g, e) in enumerate(zip(got, expected)):
         assert g == e, f"frame {n}: rtl {P.decode_reply(g)}, software {P.decode_reply(e)}"
     assert len(got) == len(expected)
     statuses = {P.decode_reply(e).status for e in expected}
     assert statuses == {P.LinkStatus.OK, P.LinkStatus.RANGE, P.LinkStatus.UNKNOWN, P.LinkStatus.BAD_LENGTH,
                         P.LinkStatus.BAD_CRC}
+    overlong = {P.decode_reply(e).seq: P.decode_reply(e) for e in expected[-8:-1]}
+    assert [(r.status, r.done, len(r.data)) for r in overlong.values()] == [
+        (P.LinkStatus.OK, 63, 252), (P.LinkStatus.BAD_LENGTH, 0, 0), (P.LinkStatus.BAD_LENGTH, 0, 0),
+        (P.LinkStatus.OK, 1, 2), (P.LinkStatus.RANGE, 1, 0), (P.LinkStatus.BAD_LENGTH, 0, 0),
+        (P.LinkStatus.UNKNOWN, 63, 252)]
+    assert overlong[33].data == (1).to_bytes(2, "little")  # the refused frame's TRAIN_STEP did not run
+    assert max(len(g) for g in got) == P.MAX_PAYLOAD  # no reply longer than a frame holds
+
+
+def test_a_resent_step_at_the_wrap_of_the_step_number_is_answered_not_refused():
+    """STEP_COUNT wraps 65535 -> 0: a resent TRAIN_STEP(65535) then is a resend (repeated = 1), which
+    "no step yet" (also STEP_COUNT 0) must not be taken for."""
+    vb = P.value_bytes(CFG)
+    load, registers, reads = setup_frames()
+    frames = load + [registers + [P.train_step(0xFFFE)] + reads, [P.train_step(0xFFFF)], [P.train_step(0xFFFF)],
+                     [P.step_count()], [P.train_step(0)], [P.train_step(0xFFFF)], [P.train_step(0)]]
+    payloads = [P.encode_request_payload(n, f, vb) for n, f in enumerate(frames)]
+    endpoint = DeviceEndpoint(GoldenDevice(CFG).execute, CFG)
+    endpoint.steps_done = 0xFFFE
+    expected = [endpoint._run(p) for p in payloads]
+    got = run_dispatcher(payloads, first_step=0xFFFE, refused_frame=False)
+    assert got == expected
+    passes = P.decode_reply(expected[len(load)]).data[0]  # of each step: the losses it computed
+    ok, rng = P.LinkStatus.OK, P.LinkStatus.RANGE
+    assert [(r.status, r.data) for r in map(P.decode_reply, expected[len(load) + 1:])] == [
+        (ok, bytes([passes, 0])), (ok, bytes([passes, 1])),  # 65535 runs; resent, it is answered "repeated"
+        (ok, b"\x00\x00"),  # STEP_COUNT has wrapped
+        (ok, bytes([passes, 0])), (rng, b""), (ok, bytes([passes, 1]))]  # step 0 runs; 65535 is past
+    assert endpoint.steps_done == 1
 
 
 def test_the_software_device_bulk_path_answers_like_its_per_command_path():
