@@ -42,6 +42,7 @@ class DeviceEndpoint:
         self.vb = P.value_bytes(cfg)
         self.deframer = P.Deframer()
         self.steps_done = 0  # modulo 2**16, as STEP_COUNT reports it
+        self.stepped = False  # a step has run since reset: steps_done 0 may then be a wrap, not the start
         self.last_losses = 0
         self.frames = {"ok": 0, "refused": 0}
 
@@ -140,9 +141,9 @@ class DeviceEndpoint:
                 if status != Status.OK:
                     return LinkStatus(status), b""
                 self.steps_done = (self.steps_done + 1) & 0xFFFF
-                self.last_losses = n
+                self.stepped, self.last_losses = True, n
                 return ok, bytes([n, 0])
-            if self.steps_done and step == (self.steps_done - 1) & 0xFFFF:
+            if self.stepped and step == (self.steps_done - 1) & 0xFFFF:
                 return ok, bytes([self.last_losses, 1])  # already run: a resent frame
             return LinkStatus.RANGE, b""
         if c == Code.STEP_COUNT:
@@ -166,36 +167,66 @@ class LoopbackTransport:
 
     def read(self, timeout: float) -> bytes:
         out, self._rx = bytes(self._rx), bytearray()
+        if not out and timeout > 0:
+            time.sleep(timeout)  # as a port would wait (nothing can arrive meanwhile: replies come with write)
         return out
 
 
+try:
+    import termios
+    _PORT_ERRORS: tuple = (OSError, termios.error)  # pyserial lets some termios errors through
+except ImportError:  # not a POSIX system
+    _PORT_ERRORS = (OSError,)  # serial.SerialException is an OSError
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 class SerialTransport:
-    """A serial port (a board's UART, a USB CDC-ACM port, or a pseudo-terminal) through pyserial."""
+    """A serial port (a board's UART, a USB CDC-ACM port, or a pseudo-terminal) through pyserial.
+
+    Every failure of the port (unplugged, the other end of a pseudo-terminal gone, another program
+    holding it) is a LinkError naming the port."""
 
     def __init__(self, port: str, baud: int = 3_000_000):
         import serial  # pyserial
 
+        self.name = port
         try:
             self.port = serial.Serial(port, baudrate=baud, timeout=0)
-        except serial.SerialException as e:
-            raise LinkError(f"cannot open serial port {port}: {e}") from None
-        self.port.reset_input_buffer()
+            self.port.reset_input_buffer()  # bytes left over from an earlier session are not replies to us
+        except _PORT_ERRORS as e:
+            raise LinkError(f"cannot open serial port {port}: {_one_line(e)}") from None
+
+    def _failed(self, what: str, e: BaseException) -> LinkError:
+        return LinkError(f"serial port {self.name}: {what} failed ({_one_line(e)}); is the device still "
+                         "connected, and no other program using the port?")
 
     def write(self, data: bytes) -> None:
-        self.port.write(data)
-        self.port.flush()
+        try:
+            self.port.write(data)
+            self.port.flush()
+        except _PORT_ERRORS as e:
+            raise self._failed("sending", e) from None
 
     def read(self, timeout: float) -> bytes:
         """Whatever has arrived, waiting up to `timeout` seconds for the first byte."""
-        self.port.timeout = timeout
-        first = self.port.read(1)
-        if not first:
-            return b""
-        self.port.timeout = 0
-        return first + self.port.read(self.port.in_waiting or 0)
+        try:
+            self.port.timeout = timeout
+            first = self.port.read(1)
+            if not first:
+                return b""
+            self.port.timeout = 0
+            return first + self.port.read(self.port.in_waiting or 0)
+        except _PORT_ERRORS as e:
+            raise self._failed("receiving", e) from None
 
     def close(self) -> None:
-        self.port.close()
+        try:
+            self.port.close()
+        except _PORT_ERRORS:
+            pass  # the port is gone already; closing it cannot fail more usefully than that
 
 
 # ---- the host's side --------------------------------------------------------------------------------
@@ -219,18 +250,22 @@ class _Trouble(Exception):
     """A frame of a pipelined exchange got no valid reply (the line was drained before this is raised)."""
 
 
+DRAIN_TIMEOUTS = 3  # a drain ends after this many timeouts even if the device is still sending
+
+
 class Device:
     def __init__(self, transport, expect: DeviceConfig | None = None, timeout: float = 1.0, retries: int = 3,
                  window: int = P.RX_WINDOW):
         """timeout: seconds to wait for a reply (a virtual board needs tens of seconds for long steps);
-        retries: resends of a frame before giving up; window: bytes sent ahead of their replies (at most
-        the device's receive buffer, P.RX_WINDOW; 0 means stop-and-wait)."""
+        retries: resends of a frame before giving up, spread over at least `timeout` seconds (resend_delay);
+        window: bytes sent ahead of their replies (at most the device's receive buffer, P.RX_WINDOW; 0
+        means stop-and-wait). Every failure of the link raises LinkError."""
         self.t, self.timeout, self.retries, self.window = transport, timeout, retries, window
         self.deframer = P.Deframer()
         self.seq = 0
         self.retried = 0  # frames sent again (no reply in time, or a damaged one)
         self.recoveries = 0  # pipelined steps that lost a frame and were put right (train_step)
-        self._pending: dict[int, object] = {}  # replies read while waiting for another frame's, by SEQ
+        self._pending: dict[int, P.Reply] = {}  # replies read while waiting for another frame's, by SEQ
         self.vb = 2  # INFO replies do not depend on it; set from the configuration below
         self.cfg, self.neuron_lanes, self.sample_lanes = self.info()
         self.vb = P.value_bytes(self.cfg)
@@ -238,6 +273,12 @@ class Device:
             check_config(expect, self.cfg)
         self.steps_done = self.request([P.step_count()])[0]
         self._registers: dict[Reg, int] = {}  # step registers as last set on the device by this host
+
+    def resend_delay(self, k: int) -> float:
+        """Seconds from a frame's first failed try to its k-th resend (k = 1..retries): the gaps double and
+        the last resend goes out `timeout` after the first failure, so that a disturbance shorter than
+        the timeout (a burst of noise, a device that was busy) cannot use up the retries."""
+        return self.timeout * ((1 << k) - 1) / max(1, (1 << self.retries) - 1)
 
     # -- frames: stop-and-wait, or pipelined up to `window` bytes ahead --
     def request(self, requests: list[P.Request]) -> list:
@@ -247,53 +288,68 @@ class Device:
         """Send frames and return each one's decoded reply data, in order.
 
         Frames go out up to `window` bytes ahead of their replies, which the device's receive FIFO
-        holds while it works; replies come back in order. When a reply is missing or refused, the line
-        is drained and then, with on_trouble="resend", the frames still unanswered are sent again one at
-        a time (every request is idempotent; these frames must not depend on each other's order); with
-        on_trouble="raise", _Trouble is raised for a caller that knows how to recover.
+        holds while it works; replies come back in order. When a reply is missing, refused or does not
+        fit its frame, the line is drained and then, with on_trouble="resend", the frames still
+        unanswered are sent again one at a time, after the delays of resend_delay (every request is
+        idempotent; these frames must not depend on each other's order); with on_trouble="raise",
+        _Trouble is raised for a caller that knows how to recover.
         """
         n = len(frames)
         seqs = [(self.seq + i) % REFUSED_SEQ for i in range(n)]
         wires = [P.frame(P.encode_request_payload(q, f, self.vb)) for q, f in zip(seqs, frames)]
+        try:
+            return self._exchange(frames, seqs, wires, on_trouble)
+        finally:
+            self.seq = (self.seq + n) % REFUSED_SEQ  # whatever happened, these numbers are used
+
+    def _exchange(self, frames, seqs, wires, on_trouble) -> list[list]:
+        n = len(frames)
         results: list = [None] * n
         tries = [0] * n
+        first_sent: list[float | None] = [None] * n  # time.monotonic() of each frame's first try
+        first_failure: list[float | None] = [None] * n  # and of its first failure: resends count from it
         sent = acked = in_flight = 0
         lockstep = self.window == 0
-        last = ["nothing"] * n
         while acked < n:
             while sent < n and (sent == acked or (not lockstep and in_flight + len(wires[sent]) <= self.window)):
                 if tries[sent] == 0:
                     self._pending.pop(seqs[sent], None)  # a stale reply from 255 frames ago
                 if not (lockstep and seqs[sent] in self._pending):  # a resend whose first reply came late
-                    self.t.write(wires[sent])
+                    self._send(wires[sent])
+                    if first_sent[sent] is None:
+                        first_sent[sent] = time.monotonic()
                     tries[sent] += 1
                     in_flight += len(wires[sent])
                 sent += 1
             reply = self._await(seqs[acked])
-            if isinstance(reply, P.Reply) and reply.status not in (LinkStatus.BAD_CRC, LinkStatus.BAD_LENGTH,
-                                                                   LinkStatus.BUSY):
+            trouble = reply if isinstance(reply, str) else self._misfit(frames[acked], reply)
+            if not trouble:
                 in_flight = max(0, in_flight - len(wires[acked]))
                 if reply.status != LinkStatus.OK:
-                    self.seq = (self.seq + n) % REFUSED_SEQ
                     raise LinkError(self._refusal(frames[acked], reply))
                 results[acked] = P.split_reply_data(frames[acked], reply, self.vb)
                 acked += 1
                 continue
-            last[acked] = (f"no reply within {self.timeout} s" if reply is None else
-                           f"the device answered {reply.status.name}" if isinstance(reply, P.Reply) else reply)
+            if first_failure[acked] is None:
+                first_failure[acked] = time.monotonic()
             if sent > acked + 1:  # later frames are in flight: let the device finish them first
                 self._drain()
             if on_trouble == "raise" and sent > acked + 1:
-                self.seq = (self.seq + n) % REFUSED_SEQ
-                raise _Trouble(last[acked])
+                raise _Trouble(trouble)
             if tries[acked] > self.retries:
-                self.seq = (self.seq + n) % REFUSED_SEQ
-                raise LinkError(f"{self._names(frames[acked])}: no valid reply after {tries[acked]} tries; "
-                                f"last: {last[acked]}")
+                raise LinkError(f"{self._names(frames[acked])}: no valid reply after {tries[acked]} tries in "
+                                f"{time.monotonic() - first_sent[acked]:.2f} s; last: {trouble}")
+            self._listen(first_failure[acked] + self.resend_delay(tries[acked]), seqs[acked])
             self.retried += 1
             lockstep, sent, in_flight = True, acked, 0
-        self.seq = (self.seq + n) % REFUSED_SEQ
         return results
+
+    def _misfit(self, requests: list[P.Request], reply: P.Reply) -> str:
+        """Why this reply (with the frame's SEQ) cannot be used: "" if it can."""
+        if reply.status in (LinkStatus.BAD_CRC, LinkStatus.BAD_LENGTH, LinkStatus.BUSY):
+            return f"the device answered {reply.status.name}"
+        mismatch = P.reply_mismatch(requests, reply, self.vb)
+        return f"a reply that does not fit its frame ({mismatch})" if mismatch else ""
 
     @staticmethod
     def _names(requests: list[P.Request]) -> str:
@@ -305,9 +361,20 @@ class Device:
         return (f"{what}: the device answered {reply.status.name} "
                 f"({reply.done} of {len(requests)} requests of the frame completed)")
 
+    # -- the transport: its failures become LinkError; every wait has a deadline --
+    def _send(self, wire: bytes) -> None:
+        try:
+            self.t.write(wire)
+        except OSError as e:  # a transport that does not say LinkError itself
+            raise LinkError(f"the link failed while sending: {_one_line(e)}") from None
+
     def _replies(self, timeout: float):
         """Decoded replies (P.Reply) or trouble descriptions (str) from one read."""
-        for rx in self.deframer.feed(self.t.read(timeout)):
+        try:
+            data = self.t.read(timeout)
+        except OSError as e:
+            raise LinkError(f"the link failed while receiving: {_one_line(e)}") from None
+        for rx in self.deframer.feed(data):
             if rx.payload is None:
                 yield f"a damaged reply ({rx.reason})"
                 continue
@@ -316,35 +383,46 @@ class Device:
             except P.ParseError as e:
                 yield f"an unreadable reply ({e})"
 
-    def _await(self, seq: int):
-        """This frame's reply; else, once nothing more is coming for now, the trouble seen (or None)."""
+    def _keep(self, r) -> str | None:
+        """File a reply under its SEQ for whoever waits for it; return the trouble it shows, if any."""
+        if isinstance(r, str):
+            return r
+        if r.seq == REFUSED_SEQ:  # the device could not read a frame of ours
+            return f"the device answered {r.status.name}"
+        self._pending[r.seq] = r  # ours, a later frame's (pipelined), or a late reply to an earlier one
+        return None
+
+    def _await(self, seq: int) -> P.Reply | str:
+        """This frame's reply; else, once nothing more is coming for now, the trouble seen."""
         if seq in self._pending:
             return self._pending.pop(seq)
         deadline = time.monotonic() + self.timeout
         while True:
             trouble = None
             for r in self._replies(max(0.0, deadline - time.monotonic())):
-                if isinstance(r, str):
-                    trouble = trouble or r
-                elif r.seq == REFUSED_SEQ:
-                    trouble = trouble or r
-                else:  # ours, or a later frame's (pipelined), or a late reply to an earlier one
-                    self._pending[r.seq] = r
+                trouble = self._keep(r) or trouble
             if seq in self._pending:
                 return self._pending.pop(seq)
             if trouble is not None:
                 return trouble
             if time.monotonic() >= deadline:
-                return None
+                return f"no reply within {self.timeout} s"
+
+    def _listen(self, until: float, seq: int) -> None:
+        """Keep the replies that arrive until `until` (time.monotonic()), or until frame `seq`'s late reply."""
+        while seq not in self._pending and (left := until - time.monotonic()) > 0:
+            for r in self._replies(left):
+                self._keep(r)
 
     def _drain(self) -> None:
-        """Read (keeping the replies) until the device has been quiet for `timeout` seconds."""
-        while True:
+        """Keep the replies still coming until the device has been quiet for `timeout` seconds, or for
+        DRAIN_TIMEOUTS timeouts at most: a device that never stops sending does not hold the host."""
+        give_up = time.monotonic() + DRAIN_TIMEOUTS * self.timeout
+        while (left := give_up - time.monotonic()) > 0:
             got = False
-            for r in self._replies(self.timeout):
+            for r in self._replies(min(self.timeout, left)):
                 got = True
-                if isinstance(r, P.Reply) and r.seq != REFUSED_SEQ:
-                    self._pending[r.seq] = r
+                self._keep(r)
             if not got:
                 return
 
@@ -352,11 +430,17 @@ class Device:
     def info(self) -> tuple[DeviceConfig, int, int]:
         n = len(INFO_FIELDS)
         words = self.request([P.info(i) for i in range(n)])
-        n_layers = words[INFO_FIELDS.index("n_layers")]
-        words += self.request([P.info(n + i) for i in range(n_layers + 1)])
         if words[0] != 1:
             raise LinkError(f"the device speaks interface version {words[0]}; this host speaks version 1")
-        return parse_info(words)
+        n_layers = words[INFO_FIELDS.index("n_layers")]
+        most = (P.MAX_PAYLOAD - 3) // 4 - 1  # the layer widths are read in one frame
+        if not 1 <= n_layers <= most:
+            raise LinkError(f"the device reports {n_layers} layers; this host reads 1..{most}")
+        words += self.request([P.info(n + i) for i in range(n_layers + 1)])
+        try:
+            return parse_info(words)
+        except (ValueError, TypeError, ArithmeticError) as e:  # a configuration no device can have
+            raise LinkError(f"the device's INFO words make no valid configuration: {_one_line(e)}") from None
 
     def _per_frame(self, overhead: int) -> int:
         return min(255, (P.MAX_PAYLOAD - overhead) // self.vb)

@@ -294,7 +294,8 @@ class Parsed:
 
 def parse_requests(payload: bytes, vb: int) -> Parsed:
     """The device's reading of a checked payload. Raises ParseError(BAD_LENGTH) if a request runs past
-    the end (then nothing runs); an unknown code ends the list (the requests before it run)."""
+    the end, or if the reply would not fit in a frame (then nothing runs); an unknown code ends the list
+    (the requests before it run, and only their replies count)."""
     if not payload:
         raise ParseError(LinkStatus.BAD_LENGTH, "empty payload")
     out = Parsed(payload[0])
@@ -325,6 +326,9 @@ def parse_requests(payload: bytes, vb: int) -> Parsed:
                 args.append(int.from_bytes(payload[pos:pos + n], "little"))
                 pos += n
             out.requests.append(Request(code, tuple(args)))
+    reply = 3 + sum(r.reply_length(vb) for r in out.requests)
+    if reply > MAX_PAYLOAD:  # refused before anything runs: a device cannot send it, nor undo what ran
+        raise ParseError(LinkStatus.BAD_LENGTH, f"the reply would need {reply} bytes; a frame holds {MAX_PAYLOAD}")
     return out
 
 
@@ -350,13 +354,27 @@ def decode_reply(payload: bytes) -> Reply:
     return Reply(payload[0], LinkStatus(status), payload[2], payload[3:])
 
 
+def reply_mismatch(requests: list[Request], reply: Reply, vb: int) -> str:
+    """Why `reply` cannot be the answer to the frame of `requests` ("" if it can): with STATUS OK every
+    request completed, otherwise fewer did, and the data is exactly that of the completed requests.
+    A reply that passed its CRC can still fail this (a device fault, or damage the CRC missed)."""
+    n = len(requests)
+    if (reply.status == LinkStatus.OK) != (reply.done == n) or reply.done > n:
+        return f"STATUS {reply.status.name} with DONE {reply.done} of {n} requests"
+    want = sum(r.reply_length(vb) for r in requests[:reply.done])
+    if len(reply.data) != want:
+        return f"{len(reply.data)} bytes of reply data where {want} were due"
+    return ""
+
+
 def split_reply_data(requests: list[Request], reply: Reply, vb: int) -> list:
-    """The decoded data of each completed request."""
+    """The decoded data of each completed request (ParseError if the reply does not fit the frame)."""
+    mismatch = reply_mismatch(requests, reply, vb)
+    if mismatch:
+        raise ParseError(LinkStatus.BAD_LENGTH, mismatch)
     out, pos = [], 0
     for r in requests[:reply.done]:
         n = r.reply_length(vb)
-        if pos + n > len(reply.data):
-            raise ParseError(LinkStatus.BAD_LENGTH, f"reply data ends inside {r.code.name}")
         out.append(r.decode_data(reply.data[pos:pos + n], vb))
         pos += n
     return out
