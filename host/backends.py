@@ -41,6 +41,30 @@ class LinkOptions:
     clock_mhz: float = 12.0
     build_dir: str | None = None
 
+    def validate(self) -> None:
+        """Refuse (ValueError, naming the option) a setting no link can use."""
+        import math
+
+        def positive(v):
+            return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+
+        if self.timeout is not None and not positive(self.timeout):
+            raise ValueError(f"--timeout {self.timeout!r}: seconds to wait for a reply must be a positive number")
+        if not (isinstance(self.retries, int) and 0 <= self.retries <= 100):
+            raise ValueError(f"--retries {self.retries!r}: resends of a frame must be an integer in 0..100")
+        if not (isinstance(self.baud, int) and self.baud > 0):
+            raise ValueError(f"--baud {self.baud!r}: must be a positive integer, e.g. 3000000")
+        for option, lanes in (("--neuron-lanes", self.neuron_lanes), ("--sample-lanes", self.sample_lanes)):
+            if not (isinstance(lanes, int) and lanes >= 1):
+                raise ValueError(f"{option} {lanes!r}: must be an integer >= 1")
+        if not positive(self.clock_mhz):
+            raise ValueError(f"clock {self.clock_mhz!r} MHz: must be a positive number")
+
+
+def sigma_lsb(sigma: float, cfg: DeviceConfig) -> int:
+    """The perturbation scale a device runs: sigma in weight LSBs, to the nearest LSB (at least one)."""
+    return max(1, int(round(sigma * (1 << cfg.w_frac))))
+
 
 class Backend:
     """One training run's model. `step` takes a batch already scaled to the device's ranges (inputs in
@@ -69,6 +93,14 @@ class Backend:
     def counters(self) -> dict:
         return {"forward_passes": self.forward_passes}
 
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """What a checkpoint holds beyond the weights so that the run continues exactly as it would have
+        (RNG states, optimiser state, work counted so far): JSON-able values, and arrays."""
+        return {}, {}
+
+    def load_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Continue from state() of an earlier process (after load_weights)."""
+
 
 class DeviceBackend(Backend):
     """A device driven through the host link: every step's batch, step parameters and losses cross the
@@ -84,15 +116,18 @@ class DeviceBackend(Backend):
         params = [quantize(np.clip(p, *[v / (1 << cfg.w_frac) for v in cfg.w_range]), cfg.w_frac, cfg.w_bits,
                            "initial weight") for p in join_params(init)]
         self._write(params)
-        self.sigma_lsb = max(1, int(round(settings.sigma * (1 << cfg.w_frac))))
+        self.sigma_lsb = sigma_lsb(settings.sigma, cfg)
         self.clip = min(cfg.step_range[1], int(round(settings.clip * (1 << (cfg.w_frac + cfg.step_frac)))))
         self.seeds = np.random.default_rng([seed, 0x5EED])
         self.passes = 0
         self.samples = 0  # forward passes x batch, summed over steps
         self.steps_done = 0
         self._loaded_for: int | None = None  # the step whose batch the sample memory holds
-        # Device counters spent on evaluations (predict_dev), which are not training work.
-        self._evaluation = {"spikes": np.zeros(len(cfg.layers) - 2, np.int64), "synaptic_ops": 0}
+        # Device counts that are not this run's training work: what the device had counted before the
+        # run, and what evaluations (predict_dev) spend.
+        dev = self.device.counters()
+        self._evaluation = {"spikes": np.array([dev[f"spikes{h}"] for h in range(len(cfg.layers) - 2)], np.int64),
+                            "synaptic_ops": dev["synaptic_ops"]}
 
     def _write(self, params) -> None:
         self.device.write_params(params)
@@ -172,6 +207,18 @@ class DeviceBackend(Backend):
                         synaptic_ops=int(dev["synaptic_ops"] - self._evaluation["synaptic_ops"]),
                         input_macs=self.samples * cfg.layers[0] * cfg.layers[1], update_passes=self.steps_done,
                         weight_updates=self.steps_done * cfg.n_params).to_dict()
+
+    def state(self):
+        c = self.counters()
+        return {"seeds": self.seeds.bit_generator.state, "passes": self.passes, "samples": self.samples,
+                "steps_done": self.steps_done, "spikes": c["spikes"], "synaptic_ops": c["synaptic_ops"]}, {}
+
+    def load_state(self, state, arrays):
+        self.seeds.bit_generator.state = state["seeds"]
+        self.passes, self.samples, self.steps_done = state["passes"], state["samples"], state["steps_done"]
+        # The device counts from where it stands now; the earlier processes' training work is added back.
+        self._evaluation["spikes"] -= np.asarray(state["spikes"], np.int64)
+        self._evaluation["synaptic_ops"] -= state["synaptic_ops"]
 
     def close(self):
         if self._on_close:
@@ -255,6 +302,16 @@ class FloatBackend(Backend):
     def load_weights(self, npz):
         self.params = [(np.array(npz[f"W{l}"], np.float64), np.array(npz[f"b{l}"], np.float64))
                        for l in range(1, len(self.spec.layers))]
+
+    def state(self):
+        opt, arrays = self.opt.state()
+        return ({"rng": self.rng.bit_generator.state, "forward_passes": self.forward_passes, "optimiser": opt},
+                {f"opt_{k}": v for k, v in arrays.items()})
+
+    def load_state(self, state, arrays):
+        self.rng.bit_generator.state = state["rng"]
+        self.forward_passes = state["forward_passes"]
+        self.opt.load_state(state["optimiser"], {k[4:]: v for k, v in arrays.items() if k.startswith("opt_")})
 
 
 def make_backend(name: str, cfg: DeviceConfig, settings, seed: int, link: LinkOptions | None = None) -> Backend:

@@ -17,50 +17,74 @@ def _tuple_of_ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 64 or 32,32, got {text!r}")
 
 
+# Settings that --resume takes from the run's config.json; giving them beside --resume is refused.
+RUN_SETTINGS = ("task", "backend", "steps", "batch", "directions", "sigma", "lr", "hidden", "t_steps", "difference",
+                "scope", "noise", "seed", "eval_every", "device_config")
+
+
 def cmd_train(a) -> int:
-    from .train import settings_for, train
-
-    s = settings_for(a.task, backend=a.backend, hidden=a.hidden, steps=a.steps, batch=a.batch,
-                     directions=a.directions, sigma=a.sigma, lr=a.lr, seed=a.seed, t_steps=a.t_steps,
-                     difference=a.difference, scope=a.scope, noise=a.noise)
     from .backends import LinkOptions
+    from .train import Stop, resume, settings_for, train
 
-    if a.no_stochastic_rounding:
-        s.stochastic_rounding = False
-    if a.device_config:
-        cfg = _load_device_config(a.device_config)
-        given = {k: v for k, v in (("--hidden", a.hidden), ("--t-steps", a.t_steps)) if v is not None}
-        if given:
-            raise ValueError(f"{' and '.join(given)} come from --device-config ({a.device_config}); drop them")
-        s.use_device(cfg)
-    if a.port and a.backend != "serial":
-        raise ValueError(f"--port is for --backend serial (this run uses --backend {a.backend})")
     link = LinkOptions(port=a.port, baud=a.baud, timeout=a.timeout, retries=a.retries, simulator=a.simulator,
                        neuron_lanes=a.neuron_lanes, sample_lanes=a.sample_lanes, build_dir=a.build_dir)
-    out = Path(a.out) if a.out else Path("runs") / f"{s.task}-{s.backend}-{time.strftime('%Y%m%d-%H%M%S')}"
-    m = train(s, out=out, progress=not a.quiet, link=link)
-    print(f"{m['task']} / {m['backend']}: {m['steps']} steps, {m['forward_passes']} forward passes, "
-          f"{m['wall_s']:.1f} s, test relative L2 error {m['test_rel_l2']:.4f}")
+    stop = Stop()
+    if a.resume:
+        given = [f"--{k.replace('_', '-')}" for k in RUN_SETTINGS if getattr(a, k) not in (None, False)]
+        if given or a.out or a.force or a.no_stochastic_rounding:
+            raise ValueError(f"--resume continues {a.resume} with the settings in its config.json; drop "
+                             f"{', '.join(given + (['--out'] if a.out else []) + (['--force'] if a.force else []) + (['--no-stochastic-rounding'] if a.no_stochastic_rounding else []))}")
+        out = Path(a.resume)
+        m = resume(out, progress=not a.quiet, link=link, stop=stop)
+    else:
+        s = settings_for(a.task or "mexican-hat", backend=a.backend or "golden", hidden=a.hidden, steps=a.steps,
+                         batch=a.batch, directions=a.directions, sigma=a.sigma, lr=a.lr, seed=a.seed,
+                         t_steps=a.t_steps, difference=a.difference, scope=a.scope, noise=a.noise,
+                         eval_every=a.eval_every)
+        if a.no_stochastic_rounding:
+            s.stochastic_rounding = False
+        if a.device_config:
+            cfg = _load_device_config(a.device_config)
+            given = {k: v for k, v in (("--hidden", a.hidden), ("--t-steps", a.t_steps)) if v is not None}
+            if given:
+                raise ValueError(f"{' and '.join(given)} come from --device-config ({a.device_config}); drop them")
+            s.use_device(cfg)
+        if a.port and s.backend != "serial":
+            raise ValueError(f"--port is for --backend serial (this run uses --backend {s.backend})")
+        out = Path(a.out) if a.out else Path("runs") / f"{s.task}-{s.backend}-{time.strftime('%Y%m%d-%H%M%S')}"
+        m = train(s, out=out, progress=not a.quiet, link=link, force=a.force, stop=stop)
+    print(f"{m['task']} / {m['backend']}: {m['steps']} of {m['steps_planned']} steps, {m['forward_passes']} forward "
+          f"passes, {m['wall_s']:.1f} s, test relative L2 error {m['test_rel_l2']:.4f}")
     print(f"run folder: {out}  (metrics.json, weights.npz, prediction.png, loss.png)")
+    if m["interrupted"]:
+        print(f"the run was stopped; continue it with `rfsnn train --resume {out}`", file=sys.stderr)
+        return stop.exit_code
     return 0
 
 
 def cmd_predict(a) -> int:
     from .dataset import validate_points
+    from .inputs import load_points
+    from .runfolder import write_npy
     from .train import load_run
 
-    run = load_run(Path(a.run))
-    x = np.load(a.input)
-    if x.ndim == 1 and run.problem.dim == 1:
-        x = x[:, None]
-    if x.ndim != 2 or x.shape[1] != run.problem.dim:
-        raise SystemExit(f"error: {a.input} holds an array of shape {x.shape}; "
-                         f"{run.problem.name} takes (N, {run.problem.dim}) points {run.problem.coord_names}")
-    validate_points(x, run.problem, what="input")
-    y = run.predict(x.astype(np.float64))
-    np.save(a.output, y)
+    notes: list[str] = []
+    run = load_run(Path(a.run), notes)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    x = load_points(a.input, run.problem.dim, run.problem.coord_names)
+    x = validate_points(x, run.problem, what="input")
+    y = run.predict(x)
+    if not np.all(np.isfinite(y)):
+        raise JobFailed(f"the network of {a.run} gives non-finite predictions (sample "
+                        f"{int(np.argmax(~np.isfinite(y)))}); nothing was written")
+    write_npy(Path(a.output), y)
     print(f"{len(y)} predictions from {a.run} ({run.s.backend}) written to {a.output}")
     return 0
+
+
+class JobFailed(RuntimeError):
+    """A job that ran and failed (exit 1)."""
 
 
 def cmd_config(a) -> int:
@@ -249,7 +273,9 @@ def cmd_read_weights(a) -> int:
     for l, p in enumerate(params, start=1):
         out[f"W{l}"], out[f"b{l}"] = p[:, :-1] * f, p[:, -1] * f
         out[f"W{l}_int"], out[f"b{l}_int"] = p[:, :-1], p[:, -1]
-    np.savez(a.output, **out)
+    from .runfolder import write_npz
+
+    write_npz(Path(a.output), out)  # exactly at --output (np.savez on a name would append .npz)
     print(f"{dev.cfg.n_params} parameters of a {','.join(map(str, dev.cfg.layers))} network read from {a.port} "
           f"into {a.output}")
     return 0
@@ -259,55 +285,76 @@ def build_parser() -> argparse.ArgumentParser:
     from .backends import BACKENDS
     from .train import TASK_DEFAULTS
 
-    p = argparse.ArgumentParser(prog="rfsnn", description="Train spiking neural networks on chip by weight "
-                                "perturbation: the golden model, float references, and (later) the RTL and boards.")
+    p = argparse.ArgumentParser(
+        prog="rfsnn", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train spiking neural networks on chip by weight perturbation: the golden model (the chip in "
+                    "software), float references, the gateware on a simulator, and boards.",
+        epilog="exit codes:\n"
+               "  0    done\n"
+               "  1    the job ran and failed (a build that does not fit or meet timing, a diverged run, ...)\n"
+               "  2    bad input: an option, a file or a run folder that cannot be used (nothing was run)\n"
+               "  3    a tool or device is missing or stopped answering (simulator, programmer, serial port)\n"
+               "  130  stopped with Ctrl-C (143: SIGTERM); a stopped run continues with `rfsnn train --resume RUN`\n"
+               "Errors are one line; RFSNN_DEBUG=1 shows the traceback as well.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a network on a PDE task and write a run folder")
-    t.add_argument("--task", choices=list(TASK_DEFAULTS), default="mexican-hat")
-    t.add_argument("--backend", choices=BACKENDS, default="golden",
-                   help="golden: the device in software (default); rtl: the gateware on a simulator (a virtual "
+    def add_parser(*args, **kwargs):
+        return sub.add_parser(*args, formatter_class=_DefaultsHelp, **kwargs)
+
+    t = add_parser("train", help="train a network on a PDE task and write a run folder")
+    t.add_argument("--task", choices=list(TASK_DEFAULTS), help="the task (default: mexican-hat)")
+    t.add_argument("--backend", choices=BACKENDS,
+                   help="golden: the device in software (the default); rtl: the gateware on a simulator (a virtual "
                         "board); serial: a board at --port; float-*: floating-point references")
     t.add_argument("--steps", type=int, help="training steps (default: the task's)")
-    t.add_argument("--batch", type=int, help="samples per step")
-    t.add_argument("--directions", type=int, help="K perturbation directions per step")
-    t.add_argument("--sigma", type=float, help="perturbation scale in weight units (e.g. 0.015625)")
-    t.add_argument("--lr", type=float, help="learning rate (default depends on the backend's optimiser)")
-    t.add_argument("--hidden", type=_tuple_of_ints, help="hidden layer widths, e.g. 64 or 32,32")
-    t.add_argument("--t-steps", dest="t_steps", type=int, help="time steps per sample (a power of two)")
+    t.add_argument("--batch", type=int, help="samples per step (default: 64)")
+    t.add_argument("--directions", type=int, help="K perturbation directions per step (default: the task's, 4 or 8)")
+    t.add_argument("--sigma", type=float, help="perturbation scale in weight units (default: 0.015625); device "
+                   "backends round it to whole weight LSBs")
+    t.add_argument("--lr", type=float, help="learning rate (default: the backend's optimiser's, 0.08 for SGD, "
+                   "0.003 for Adam)")
+    t.add_argument("--hidden", type=_tuple_of_ints, help="hidden layer widths, e.g. 64 or 32,32 (default: 64)")
+    t.add_argument("--t-steps", dest="t_steps", type=int, help="time steps per sample, a power of two (default: 16)")
     t.add_argument("--device-config", help="train the device this file describes (its network, T and register "
                    "widths): a DeviceConfig JSON, a run's config.json, or a board build's report.json")
-    t.add_argument("--difference", choices=["central", "forward"])
-    t.add_argument("--scope", choices=["global", "layerwise"])
-    t.add_argument("--noise", choices=["rademacher", "gauss4"])
+    t.add_argument("--difference", choices=["central", "forward"], help="(default: central)")
+    t.add_argument("--scope", choices=["global", "layerwise"], help="(default: global)")
+    t.add_argument("--noise", choices=["rademacher", "gauss4"], help="(default: rademacher)")
     t.add_argument("--no-stochastic-rounding", action="store_true")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", help="run folder (default runs/<task>-<backend>-<time>)")
+    t.add_argument("--seed", type=int, help="seed of the data, the initial weights and the step seeds (default: 0)")
+    t.add_argument("--eval-every", dest="eval_every", type=int,
+                   help="steps between test-error evaluations (default: about 20 per run, but at most ~10%% of "
+                        "the run's work)")
+    t.add_argument("--out", help="run folder (default: runs/<task>-<backend>-<time>); refused if it holds a run")
+    t.add_argument("--force", action="store_true", help="replace the run in --out")
+    t.add_argument("--resume", metavar="RUN", help="continue a stopped, killed or failed run from its last "
+                   "checkpoint, with its own settings")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     d = t.add_argument_group("device link (--backend serial / rtl)")
     d.add_argument("--port", help="serial port of the board (or of `rfsnn virtual-board`), e.g. /dev/ttyUSB1")
     d.add_argument("--baud", type=int, default=3_000_000)
-    d.add_argument("--timeout", type=float, help="seconds to wait for each reply (default 2; rtl: 120)")
-    d.add_argument("--retries", type=int, default=3)
+    d.add_argument("--timeout", type=float, help="seconds to wait for each reply (default: 2; rtl: 120)")
+    d.add_argument("--retries", type=int, default=3, help="resends of a frame before the link is given up")
     d.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator", help="rtl: the simulator")
     d.add_argument("--neuron-lanes", type=int, default=1, help="rtl: the gateware's neuron lanes")
     d.add_argument("--sample-lanes", type=int, default=8, help="rtl: the gateware's sample lanes")
     d.add_argument("--build-dir", help="rtl: where the simulator model is built (reused)")
     t.set_defaults(func=cmd_train)
 
-    pr = sub.add_parser("predict", help="evaluate a trained run at arbitrary points")
+    pr = add_parser("predict", help="evaluate a trained run at arbitrary points")
     pr.add_argument("--run", required=True, help="run folder written by `rfsnn train`")
     pr.add_argument("--input", required=True, help=".npy array of shape (N, d) in the task's coordinates")
-    pr.add_argument("--output", required=True, help=".npy file for the N predictions")
+    pr.add_argument("--output", required=True, help=".npy file for the N predictions (written at exactly this path)")
     pr.set_defaults(func=cmd_predict)
 
-    c = sub.add_parser("config", help="print a task's default device configuration and its hardware cost")
+    c = add_parser("config", help="print a task's default device configuration and its hardware cost")
     c.add_argument("--task", choices=list(TASK_DEFAULTS), default="mexican-hat")
     c.set_defaults(func=cmd_config)
 
-    sm = sub.add_parser("sim", help="run training steps of the learner RTL on a Verilog simulator next to the "
+    sm = add_parser("sim", help="run training steps of the learner RTL on a Verilog simulator next to the "
                         "golden model: bit-exactness, cycles, efficiency")
-    sm.add_argument("--simulator", choices=["icarus", "verilator"], default="icarus")
+    sm.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator",
+                    help="verilator comes with rfsnn's install; icarus needs `apt-get install iverilog`")
     sm.add_argument("--config", help="DeviceConfig JSON (or a run's config.json or a board build's report.json); "
                     "default: DeviceConfig()")
     sm.add_argument("--layers", type=_tuple_of_ints, help="network, e.g. 2,64,1 (overrides --config)")
@@ -325,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--seed", type=int, default=0, help="seed of the random network, batch and step seeds")
     sm.add_argument("--build-dir", help="where to build (default: a temporary folder, removed afterwards)")
     sm.set_defaults(func=cmd_sim)
-    vb = sub.add_parser("virtual-board", help="serve the gateware, simulated, on a pseudo-terminal: a board for "
+    vb = add_parser("virtual-board", help="serve the gateware, simulated, on a pseudo-terminal: a board for "
                         "`--port` without a board (prints `port: /dev/pts/N` when ready)")
     vb.add_argument("--task", choices=list(TASK_DEFAULTS), default="mexican-hat",
                     help="build the task's default device (unless --config)")
@@ -343,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     vb.set_defaults(func=cmd_virtual_board)
     from rfsnn.boards.targets import TARGETS
 
-    bd = sub.add_parser("build", help="build a board's bitstream with the YoWASP tools; print and write "
+    bd = add_parser("build", help="build a board's bitstream with the YoWASP tools; print and write "
                         "report.json (utilisation, post-route Fmax); exit 1 if it does not fit or meet timing")
     bd.add_argument("--board", required=True, choices=list(TARGETS))
     bd.add_argument("--config", help="DeviceConfig JSON (or a run's config.json or a board build's report.json); "
@@ -355,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--sample-lanes", type=int)
     bd.add_argument("--out", help="build folder (default build/boards/<board>)")
     bd.set_defaults(func=cmd_build)
-    pg = sub.add_parser("program", help="load a built bitstream onto a connected board (iceprog / openFPGALoader / "
+    pg = add_parser("program", help="load a built bitstream onto a connected board (iceprog / openFPGALoader / "
                         "dfu-util)")
     pg.add_argument("--board", required=True, choices=list(TARGETS))
     pg.add_argument("--out", help="the build folder (default build/boards/<board>)")
@@ -363,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     pg.set_defaults(func=cmd_program)
     for name, func, hlp in (("info", cmd_info, "print a connected device's configuration and counters"),
                             ("read-weights", cmd_read_weights, "read a connected device's weights into an .npz")):
-        d = sub.add_parser(name, help=hlp)
+        d = add_parser(name, help=hlp)
         d.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB1 or /dev/pts/N")
         d.add_argument("--baud", type=int, default=3_000_000)
         d.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each reply")
@@ -374,18 +421,52 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _DefaultsHelp(argparse.HelpFormatter):
+    """Option help that ends with the default, where there is one and the help does not say it already."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+# Exit codes (rfsnn --help): 2 bad input, 3 a missing or failing tool or device, 1 a job that failed.
+BAD_INPUT, MISSING, FAILED = 2, 3, 1
+
+
+def _exit_code(e: BaseException) -> int | None:
+    """The exit code of an error the user can act on (None: an internal error)."""
+    if isinstance(e, (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return BAD_INPUT
+    if type(e).__name__ in ("LinkError", "SimulatorMissing", "VirtualBoardError", "SerialException"):
+        return MISSING
+    if isinstance(e, (JobFailed, FloatingPointError)) or type(e).__name__ == "BuildError":
+        return FAILED
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     args = build_parser().parse_args(argv)
+    debug = os.environ.get("RFSNN_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:  # user errors: one clear line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:  # link failures (LinkError) and missing tools: one line too
-        if type(e).__name__ not in ("LinkError", "SimulatorMissing", "VirtualBoardError"):
+    except KeyboardInterrupt:
+        print("error: interrupted; a stopped training run continues with `rfsnn train --resume RUN`", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line, no traceback (RFSNN_DEBUG=1 shows it)
+        code = _exit_code(e)
+        if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+        text = str(e).strip() or type(e).__name__
+        if code is None:
+            print(f"error: internal error, {type(e).__name__}: {text} (rerun with RFSNN_DEBUG=1 for the traceback, "
+                  "and report it)", file=sys.stderr)
+            return FAILED
+        print(f"error: {text}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

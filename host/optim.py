@@ -33,6 +33,22 @@ def _pairs(params, grads) -> list[tuple[np.ndarray, np.ndarray]]:
     return list(zip(ps, gs))
 
 
+def _moments_state(opt, names: tuple[str, ...]) -> tuple[dict, dict[str, np.ndarray]]:
+    """(JSON-able scalars, arrays) of an optimiser's step count and moment lists, for a checkpoint."""
+    arrays = {}
+    for name in names:
+        for i, a in enumerate(getattr(opt, name) or []):
+            arrays[f"{name.strip('_')}{i}"] = a
+    return {"t": opt.t, "moments": {n: len(getattr(opt, n) or []) for n in names}}, arrays
+
+
+def _load_moments(opt, names: tuple[str, ...], state: dict, arrays: dict[str, np.ndarray]) -> None:
+    opt.t = int(state["t"])
+    for name in names:
+        n = state["moments"][name]
+        setattr(opt, name, [np.array(arrays[f"{name.strip('_')}{i}"], np.float64) for i in range(n)] or None)
+
+
 class SGD:
     """``v = momentum * v + g (+ weight_decay * p)``; ``p -= lr * v`` (PyTorch convention)."""
 
@@ -59,6 +75,12 @@ class SGD:
             p -= lr * g
         self.t += 1
         return params
+
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        return _moments_state(self, ("_v",))
+
+    def load_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+        _load_moments(self, ("_v",), state, arrays)
 
 
 class Adam:
@@ -92,6 +114,12 @@ class Adam:
                 p -= lr * self.weight_decay * p
             p -= lr * (m / c1) / (np.sqrt(v / c2) + self.eps)
         return params
+
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        return _moments_state(self, ("_m", "_v"))
+
+    def load_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+        _load_moments(self, ("_m", "_v"), state, arrays)
 
 
 def lr_at(step: int, total: int, base: float, schedule: str = "constant",

@@ -1,15 +1,20 @@
-"""A training run: task data -> backend steps -> checkpoints -> a run folder.
+"""A training run: task data -> backend steps -> checkpoints -> a run folder (host/runfolder.py).
 
-Run folder: config.json (settings, device config, scaler), metrics.json, weights.npz, history.json,
-prediction.png (prediction, reference, error) and loss.png; during the run, checkpoint.npz holds the
-weights read back at the last checkpoint (with its step number), so a run whose device fails keeps them.
+config.json is written when the run starts; checkpoint.npz at every checkpoint holds the weights read
+back from the device and everything else the run needs to continue (step, RNG states of the batch
+sampler and of the step seeds, optimiser state, history, counters), so a run that is killed, loses its
+device or is stopped with Ctrl-C continues with `rfsnn train --resume RUN` to the very weights the
+uninterrupted run would have reached. metrics.json is written last.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
+import signal
+import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +23,12 @@ import numpy as np
 from rfsnn.sim.config import ConfigError, DeviceConfig
 
 from . import optim
-from .backends import BACKENDS, DEVICE_BACKENDS, LinkOptions, make_backend
-from .dataset import Dataset, Scaler
+from .backends import BACKENDS, DEVICE_BACKENDS, LinkOptions, make_backend, sigma_lsb
+from .dataset import BatchSampler, Dataset, Scaler
+from .inputs import InputError
 from .link import LinkError
 from .problems import get_problem
+from .runfolder import CHECKPOINT, WEIGHTS, RunFolder, RunFolderError
 
 
 @dataclass
@@ -50,7 +57,7 @@ class TrainSettings:
     init_readout_gain: float = 1.0
     n_train: int = 4096
     seed: int = 0
-    eval_every: int = 0  # 0: about 20 checkpoints per run
+    eval_every: int = 0  # steps between test-error evaluations; 0: automatic (eval_interval)
     # A whole device configuration (DeviceConfig dict) instead of the default widths for hidden/t_steps:
     # a board built with narrower registers (`rfsnn train --device-config build/boards/B/report.json`).
     device: dict | None = None
@@ -107,6 +114,100 @@ def rel_l2(pred: np.ndarray, ref: np.ndarray) -> float:
     return float(np.linalg.norm(pred - ref) / np.linalg.norm(ref))
 
 
+# ---- settings: every value checked before anything runs -----------------------------------------------
+def _finite_positive(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_settings(s: TrainSettings, cfg: DeviceConfig, n_train: int) -> None:
+    """Refuse (InputError, naming the option and what it accepts) any setting the run cannot use."""
+    device = s.backend in DEVICE_BACKENDS
+
+    def refuse(option: str, value, accepted: str):
+        raise InputError(f"{option} {value!r}: {accepted}")
+
+    if not (_integer(s.steps) and s.steps >= 1):
+        refuse("--steps", s.steps, "the number of training steps must be an integer >= 1")
+    top = min(n_train, cfg.max_batch) if device else n_train
+    if not (_integer(s.batch) and 1 <= s.batch <= top):
+        refuse("--batch", s.batch, f"samples per step must be in 1..{top}"
+               + (f" (the device holds {cfg.max_batch})" if device and top == cfg.max_batch else ""))
+    top = cfg.max_directions if device else 1 << 16
+    if not (_integer(s.directions) and 1 <= s.directions <= top):
+        refuse("--directions", s.directions, f"K must be an integer in 1..{top}")
+    if not _finite_positive(s.sigma):
+        refuse("--sigma", s.sigma, "the perturbation scale must be a positive finite number, e.g. 0.015625")
+    if device:
+        lsb = 1.0 / (1 << cfg.w_frac)
+        most = (cfg.w_range[1] // 4) * lsb
+        if not lsb <= s.sigma <= most:
+            refuse("--sigma", s.sigma, f"the device perturbs by whole weight LSBs: sigma must be in "
+                   f"[{lsb:g}, {most:g}] (1 to {cfg.w_range[1] // 4} LSBs of 2**-{cfg.w_frac})")
+    if s.lr is not None and not _finite_positive(s.lr):
+        refuse("--lr", s.lr, "the learning rate must be a positive finite number")
+    if s.lr_schedule not in optim.SCHEDULES:
+        refuse("lr_schedule", s.lr_schedule, f"one of {', '.join(optim.SCHEDULES)}")
+    if not (_finite_positive(s.lr_floor) and s.lr_floor <= 1):
+        refuse("lr_floor", s.lr_floor, "a fraction in (0, 1]")
+    if not _finite_positive(s.clip):
+        refuse("clip", s.clip, "a positive finite step limit")
+    if not (_integer(s.eval_every) and s.eval_every >= 0):
+        refuse("--eval-every", s.eval_every, "an integer >= 1 (or 0: automatic)")
+    if not (_integer(s.seed) and s.seed >= 0):
+        refuse("--seed", s.seed, "an integer >= 0")
+    for option, value, choices in (("--noise", s.noise, ("rademacher", "gauss4")),
+                                   ("--difference", s.difference, ("central", "forward")),
+                                   ("--scope", s.scope, ("global", "layerwise"))):
+        if value not in choices:
+            refuse(option, value, f"one of {', '.join(choices)}")
+    if device:  # the learning rate must give a step gain the device can hold, all along the schedule
+        from rfsnn.sim.config import gain_for
+
+        lr0 = s.base_lr()
+        per_layer = s.directions / cfg.n_layers if s.scope == "layerwise" else s.directions
+        for lr in (lr0, lr0 * s.lr_floor):
+            try:
+                gain_for(lr, sigma_lsb(s.sigma, cfg), s.batch, per_layer, s.difference == "central", cfg)
+            except ConfigError as e:
+                refuse("--lr", lr0, f"{e}; try a learning rate nearer the default {LR_DEFAULTS[s.backend]}")
+
+
+def settings_from_record(d, where: str) -> TrainSettings:
+    """The TrainSettings of a run folder's config.json "settings" entry."""
+    if not isinstance(d, dict):
+        raise RunFolderError(f"{where}: \"settings\" is not an object")
+    known = {f.name for f in dataclasses.fields(TrainSettings)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise RunFolderError(f"{where}: unknown settings {', '.join(unknown)} (written by another version of rfsnn?)")
+    d = dict(d)
+    if not isinstance(d.get("hidden", []), list) or not all(_integer(n) and n >= 1 for n in d.get("hidden", [])):
+        raise RunFolderError(f"{where}: \"hidden\" must be a list of positive integers, got {d.get('hidden')!r}")
+    d["hidden"] = tuple(d.get("hidden", (64,)))
+    if d.get("task") not in TASK_DEFAULTS:
+        raise RunFolderError(f"{where}: unknown task {d.get('task')!r}")
+    if d.get("backend") not in BACKENDS:
+        raise RunFolderError(f"{where}: unknown backend {d.get('backend')!r}")
+    return TrainSettings(**d)
+
+
+def eval_interval(s: TrainSettings, n_test: int) -> int:
+    """Steps between test-error evaluations: --eval-every, or about 20 per run but never so often that
+    evaluating costs more than ~10% of the training work (one evaluation runs the whole test grid once,
+    a step runs its batch once per forward pass)."""
+    if s.eval_every:
+        return s.eval_every
+    passes = (2 * s.directions if s.difference == "central" else s.directions + 1) \
+        if s.backend in (*DEVICE_BACKENDS, "float-wp") else 3  # BPTT / RFG: about a forward and a backward
+    cost_in_steps = n_test / (s.batch * passes)
+    return max(1, math.ceil(s.steps / 20), math.ceil(10 * cost_in_steps))
+
+
+# ---- a run ---------------------------------------------------------------------------------------------
 class Run:
     """A backend, the data it trains on, and the scaling between the task and the device."""
 
@@ -114,10 +215,19 @@ class Run:
         if s.backend not in BACKENDS:
             raise ValueError(f"unknown backend {s.backend!r}; choose one of {', '.join(BACKENDS)}")
         self.s = s
+        self.notes: list[str] = []  # what the user should know about how the settings were taken
         self.problem = get_problem(s.task)
+        self.cfg = s.device_config(self.problem.dim)
+        check_settings(s, self.cfg, s.n_train)
+        if link is not None:
+            link.validate()
+        if s.backend in DEVICE_BACKENDS:  # record the sigma that runs: whole weight LSBs
+            ran = sigma_lsb(s.sigma, self.cfg) / (1 << self.cfg.w_frac)
+            if ran != s.sigma:
+                self.notes.append(f"--sigma {s.sigma:g} runs as {ran:g} (whole weight LSBs of 2**-{self.cfg.w_frac})")
+                s.sigma = ran
         self.data = Dataset.make(self.problem, n_train=s.n_train, seed=s.seed)
         self.scaler = self.data.scaler
-        self.cfg = s.device_config(self.problem.dim)
         self.backend = make_backend(s.backend, self.cfg, s, s.seed, link)
 
     def predict(self, x_task: np.ndarray) -> np.ndarray:
@@ -128,116 +238,259 @@ class Run:
     def test_error(self) -> float:
         return rel_l2(self.predict(self.data.x_test), self.data.u_test)
 
+    def record(self) -> dict:
+        """config.json's content (RunFolder adds the run id)."""
+        return {"settings": self.s.to_dict(), "device": self.cfg.to_dict(), "scaler": self.scaler.to_dict(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
-def train(s: TrainSettings, out: Path | None = None, progress: bool = True, link: LinkOptions | None = None) -> dict:
+    def weight_keys(self) -> list[str]:
+        keys = [f"{k}{l}" for l in range(1, self.cfg.n_layers + 1) for k in ("W", "b")]
+        if self.s.backend in DEVICE_BACKENDS:
+            keys += [f"{k}_int" for k in keys]
+        return keys
+
+
+class Stop:
+    """Ctrl-C (SIGINT) or SIGTERM during training: the run stops after the step in progress, so that
+    what it writes is consistent; a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    @contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        def handler(signum, frame):
+            if self.signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.signal = signum
+
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signal or signal.SIGINT)
+
+
+def train(s: TrainSettings, out: Path | None = None, progress: bool = True, link: LinkOptions | None = None,
+          force: bool = False, stop: Stop | None = None) -> dict:
     """Run the training loop; write the run folder if `out` is given; return the metrics. link: how to
-    reach the device of the rtl and serial backends."""
+    reach the device of the rtl and serial backends; force: replace a run already in `out`."""
+    if out is not None:
+        RunFolder.check_new(out, force)
     run = Run(s, link)
+    _print_notes(run)
     try:
-        return _train(run, out, progress)
+        folder = RunFolder.create(out, run.record(), force=force) if out is not None else None
+        return _train(run, folder, progress, None, stop or Stop())
     finally:
         run.backend.close()
 
 
-def _train(run: Run, out: Path | None, progress: bool) -> dict:
+def resume(out: Path, progress: bool = True, link: LinkOptions | None = None, stop: Stop | None = None) -> dict:
+    """Continue the run in `out` from its last checkpoint (from step 0 if it has none) with the settings
+    its config.json records; the result is what the uninterrupted run would have given."""
+    folder = RunFolder(out)
+    config = folder.config()
+    m = folder.metrics()
+    if m is not None and m.get("status") == "complete":
+        raise RunFolderError(f"{out} is a complete run ({m.get('steps')} steps); nothing to resume")
+    s = settings_from_record(config["settings"], str(folder.file("config.json")))
+    run = Run(s, link)
+    _print_notes(run)
+    try:
+        _check_matches(run, config, folder)
+        state = None
+        if folder.exists(CHECKPOINT):
+            arrays = folder.load_npz(CHECKPOINT, run.weight_keys())
+            state = folder.checkpoint_state(arrays)
+            _check_finite(arrays, run, folder.file(CHECKPOINT))
+            run.backend.load_weights(arrays)
+            run.backend.load_state(state["backend"], arrays)
+        folder.clean_temporaries()
+        return _train(run, folder, progress, state, stop or Stop())
+    finally:
+        run.backend.close()
+
+
+def _print_notes(run: Run) -> None:
+    for n in run.notes:
+        print(f"note: {n}", file=sys.stderr, flush=True)
+
+
+def _check_matches(run: Run, config: dict, folder: RunFolder) -> None:
+    if run.cfg.to_dict() != config["device"]:
+        raise RunFolderError(f"the device configuration in {folder.file('config.json')} differs from the one this "
+                             f"version of rfsnn builds for its settings: {config['device']} vs {run.cfg.to_dict()}")
+    try:
+        scaler = Scaler.from_dict(config["scaler"])
+    except (ValueError, TypeError) as e:
+        raise RunFolderError(f"{folder.file('config.json')}: its scaler is damaged ({e})") from None
+    if scaler.to_dict() != run.scaler.to_dict():
+        raise RunFolderError(f"{folder.file('config.json')}: the scaling it records differs from the task's data")
+    run.scaler = scaler
+
+
+def _check_finite(arrays: dict, run: Run, where: Path) -> None:
+    for k in run.weight_keys():
+        a = arrays[k]
+        if a.dtype.kind not in "iuf" or not np.all(np.isfinite(a)):
+            raise RunFolderError(f"{where}: {k} holds non-finite values (NaN or inf); these weights cannot be used")
+
+
+def _train(run: Run, folder: RunFolder | None, progress: bool, state: dict | None, stop: Stop) -> dict:
     from tqdm import tqdm
 
     s = run.s
     lr0 = s.base_lr()
-    every = s.eval_every or max(1, s.steps // 20)
-    batches = run.data.batches(s.batch, np.random.default_rng([s.seed, 2]), drop_last=True)
+    every = eval_interval(s, len(run.data.x_test))
+    checkpoint_every = max(1, math.ceil(s.steps / 20))
+    sampler = BatchSampler(run.data, s.batch, np.random.default_rng([s.seed, 2]))
     history = {"step": [], "loss": [], "eval_step": [], "test_rel_l2": []}
+    done, wall_before, resumed_at = 0, 0.0, []
+    if state is not None:
+        sampler.restore(state["sampler"])
+        history, done, wall_before = state["history"], state["step"], state["wall_s"]
+        resumed_at = state.get("resumed_at", []) + [done]
+    last_ckpt = {"step": done, "time": time.monotonic()}
     t0 = time.perf_counter()
-    bar = tqdm(range(s.steps), desc=f"{s.task}/{s.backend}", unit="step", disable=not progress,
+    bar = tqdm(total=s.steps, initial=done, desc=f"{s.task}/{s.backend}", unit="step", disable=not progress,
                dynamic_ncols=True, mininterval=0.5)
-    done, interrupted = 0, False
-    upcoming = next(batches) if s.steps else None
-    try:
-        for i in bar:
-            (xb, ub), upcoming = upcoming, (next(batches) if i + 1 < s.steps else None)
-            ahead = None if upcoming is None else (run.scaler.inputs(upcoming[0]), run.scaler.targets(upcoming[1]))
-            loss = run.backend.step(run.scaler.inputs(xb), run.scaler.targets(ub), lr_at(s, lr0, i), i, ahead)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {i}; lower --lr (now {lr0})")
-            history["step"].append(i)
-            history["loss"].append(loss)
-            done = i + 1
-            if done % every == 0 or done == s.steps:
-                err = run.test_error()
-                history["eval_step"].append(done)
-                history["test_rel_l2"].append(err)
-                bar.set_postfix(loss=f"{loss:.2e}", test_rel_l2=f"{err:.4f}")
-                if out is not None:  # the weights, read back from the device
-                    Path(out).mkdir(parents=True, exist_ok=True)
-                    np.savez(Path(out) / "checkpoint.npz", step=done, **run.backend.weights_npz())
-    except KeyboardInterrupt:  # keep what was trained: the run folder is still written, marked as cut short
-        interrupted = True
+    before_upcoming = sampler.state()
+    upcoming = sampler.next() if done < s.steps else None
+
+    def checkpoint(sampler_state) -> None:
+        backend_state, arrays = run.backend.state()
+        folder.write_checkpoint(run.backend.weights_npz(), {
+            "step": done, "steps_planned": s.steps, "sampler": sampler_state, "history": history,
+            "wall_s": wall_before + time.perf_counter() - t0, "backend": backend_state, "resumed_at": resumed_at,
+        }, arrays)
+        last_ckpt.update(step=done, time=time.monotonic())
+
+    with stop.installed():
+        try:
+            while done < s.steps and stop.signal is None:
+                i = done
+                (xb, ub) = upcoming
+                if i + 1 < s.steps:
+                    before_upcoming = sampler.state()  # a checkpoint after this step resumes from here
+                    upcoming = sampler.next()
+                else:
+                    upcoming = None
+                ahead = None if upcoming is None else (run.scaler.inputs(upcoming[0]), run.scaler.targets(upcoming[1]))
+                loss = run.backend.step(run.scaler.inputs(xb), run.scaler.targets(ub), lr_at(s, lr0, i), i, ahead)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"the loss became {loss} at step {i}; lower --lr (now {lr0})")
+                history["step"].append(i)
+                history["loss"].append(loss)
+                done = i + 1
+                bar.update(1)
+                if done % every == 0 or done == s.steps:
+                    err = run.test_error()
+                    history["eval_step"].append(done)
+                    history["test_rel_l2"].append(err)
+                    bar.set_postfix(loss=f"{loss:.2e}", test_rel_l2=f"{err:.4f}")
+                if folder is not None and done < s.steps and (
+                        done % checkpoint_every == 0 or time.monotonic() - last_ckpt["time"] > 60):
+                    checkpoint(before_upcoming)
+        except LinkError as e:  # the device link failed: say where the last weights are, and how to go on
+            bar.close()
+            if folder is None:
+                raise
+            where = (f"the weights of step {last_ckpt['step']} are in {folder.file(CHECKPOINT)}"
+                     if folder.exists(CHECKPOINT) else "no checkpoint was written yet")
+            raise LinkError(f"link failed at step {done}: {e}; {where}; continue with "
+                            f"`rfsnn train --resume {folder.path}`") from e
         bar.close()
-        print(f"interrupted after {done} of {s.steps} steps; writing the run so far", flush=True)
-    except LinkError as e:  # the device link failed: say where the last weights are
-        bar.close()
-        if out is not None and history["eval_step"]:
-            raise LinkError(f"{e} (at step {done}; the weights of step {history['eval_step'][-1]} are in "
-                            f"{Path(out) / 'checkpoint.npz'})") from e
-        raise
-    wall = time.perf_counter() - t0
-    pred = run.predict(run.data.x_test)
-    metrics = {
-        "task": s.task,
-        "backend": s.backend,
-        "steps": done,
-        "steps_planned": s.steps,
-        "interrupted": interrupted,
-        "forward_passes": int(run.backend.forward_passes),
-        "wall_s": round(wall, 2),
-        "steps_per_s": round(done / wall, 1) if wall else 0.0,
-        "test_rel_l2": rel_l2(pred, run.data.u_test),
-        "final_train_loss": float(np.mean(history["loss"][-50:])) if done else None,
-        "lr": lr0,
-        "params": run.cfg.n_params,
-        "counters": run.backend.counters(),
-    }
-    if out is not None:
-        write_run(Path(out), run, metrics, history, pred)
+        interrupted = done < s.steps
+        if interrupted:
+            print(f"stopped after {done} of {s.steps} steps; writing the run so far (continue it with "
+                  f"`rfsnn train --resume {folder.path if folder else 'RUN'}`)", flush=True)
+            if folder is not None:  # at a step boundary: the batch drawn for the next step is drawn again
+                checkpoint(before_upcoming)
+        wall = wall_before + time.perf_counter() - t0
+        pred = run.predict(run.data.x_test)
+        metrics = {
+            "task": s.task,
+            "backend": s.backend,
+            "status": "interrupted" if interrupted else "complete",
+            "steps": done,
+            "steps_planned": s.steps,
+            "interrupted": interrupted,
+            "resumed_at": resumed_at,
+            "forward_passes": int(run.backend.forward_passes),
+            "wall_s": round(wall, 2),
+            "steps_per_s": round(done / wall, 1) if wall else 0.0,
+            "test_rel_l2": rel_l2(pred, run.data.u_test),
+            "final_train_loss": float(np.mean(history["loss"][-50:])) if history["loss"] else None,
+            "lr": lr0,
+            "eval_every": every,
+            "params": run.cfg.n_params,
+            "counters": run.backend.counters(),
+        }
+        if folder is not None:
+            write_run(folder, run, metrics, history, pred)
     return metrics
 
 
-def write_run(out: Path, run: Run, metrics: dict, history: dict, pred: np.ndarray) -> None:
+def write_run(folder: RunFolder, run: Run, metrics: dict, history: dict, pred: np.ndarray) -> None:
+    """The final files, each atomically; metrics.json last, so that its presence means the rest is there."""
     from . import plots
 
-    out.mkdir(parents=True, exist_ok=True)
-    config = {"settings": run.s.to_dict(), "device": run.cfg.to_dict(), "scaler": run.scaler.to_dict()}
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "history.json").write_text(json.dumps(history))
-    np.savez(out / "weights.npz", **run.backend.weights_npz())
-    plots.prediction(out / "prediction.png", run.problem, run.data.x_test, pred, run.data.u_test,
+    folder.write_weights(run.backend.weights_npz())
+    folder.write_history(history)
+    plots.prediction(folder.file("prediction.png"), run.problem, run.data.x_test, pred, run.data.u_test,
                      title=f"{run.s.task} / {run.s.backend}: test rel. L2 {metrics['test_rel_l2']:.4f}")
     # Perturbation backends only ever evaluate perturbed networks; their batch loss includes the
     # perturbation's own cost, so it flattens while the test error still falls.
     perturbed = run.s.backend in (*DEVICE_BACKENDS, "float-wp")
     label = "batch loss at w +/- sigma v (MSE, device units)" if perturbed else "batch loss (MSE, device units)"
-    plots.loss_curve(out / "loss.png", history, title=f"{run.s.task} / {run.s.backend}", loss_label=label)
+    plots.loss_curve(folder.file("loss.png"), history, title=f"{run.s.task} / {run.s.backend}", loss_label=label)
+    folder.write_metrics(metrics)
 
 
-def load_run(folder: Path) -> Run:
-    """Rebuild a run from its folder, with its trained weights (bit-exact for the golden backend).
+def load_run(path: Path, notes: list[str] | None = None) -> Run:
+    """Rebuild a run from its folder with its trained weights (bit-exact for the golden backend): the
+    final weights.npz, or for a run that did not finish (killed, device lost) its last checkpoint,
+    which `notes` then mentions.
 
     A run trained on a device (rtl, serial) is evaluated by the golden model, which computes what the
     device computes, bit for bit; no board is needed to use its weights."""
-    folder = Path(folder)
-    if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"{folder} is not a run folder (no config.json)")
-    config = json.loads((folder / "config.json").read_text())
-    st = config["settings"]
-    st["hidden"] = tuple(st["hidden"])
-    if st["backend"] in DEVICE_BACKENDS:
-        st["backend"] = "golden"
-    run = Run(TrainSettings(**st))
-    if run.cfg.to_dict() != config["device"]:
-        raise ValueError(f"device config in {folder} differs from the one this version builds: "
-                         f"{config['device']} vs {run.cfg.to_dict()}")
-    run.scaler = Scaler.from_dict(config["scaler"])
-    with np.load(folder / "weights.npz") as npz:
-        run.backend.load_weights(npz)
+    folder = RunFolder(path)
+    config = folder.config()
+    where = str(folder.file("config.json"))
+    s = settings_from_record(config["settings"], where)
+    if s.backend in DEVICE_BACKENDS:
+        s.backend = "golden"
+    run = Run(s)
+    _check_matches(run, config, folder)
+    metrics = folder.metrics()
+    if folder.exists(WEIGHTS):
+        source = WEIGHTS
+        if metrics is None or metrics.get("status") != "complete":
+            (notes if notes is not None else []).append(
+                f"{path} is not a complete run ({'interrupted' if metrics else 'no metrics.json'}); "
+                f"using its {WEIGHTS}" + (f" of step {metrics['steps']}" if metrics else ""))
+    elif folder.exists(CHECKPOINT):
+        source = CHECKPOINT
+    else:
+        raise RunFolderError(f"{path} holds no weights yet: the run stopped before its first checkpoint; "
+                             f"continue it with `rfsnn train --resume {path}`")
+    arrays = folder.load_npz(source, run.weight_keys())
+    if source == CHECKPOINT:
+        step = folder.checkpoint_state(arrays).get("step")
+        if notes is not None:
+            notes.append(f"{path} did not finish; using its last checkpoint (step {step} of {s.steps})")
+    _check_finite(arrays, run, folder.file(source))
+    try:
+        run.backend.load_weights(arrays)
+    except ValueError as e:
+        raise RunFolderError(f"{folder.file(source)}: {e}") from None
     return run

@@ -21,7 +21,7 @@ def test_golden_smoke_run_folder(tmp_path):
     assert m["backend"] == "golden" and m["steps"] == 300
     s = settings_for("poisson1d")
     assert m["forward_passes"] == 300 * 2 * s.directions  # central differences: 2K passes per step
-    untrained = Run(settings_for("poisson1d", steps=0)).test_error()
+    untrained = Run(settings_for("poisson1d")).test_error()  # the initial weights
     assert m["test_rel_l2"] < 0.5 * untrained
     assert m["counters"]["spikes"][0] > 0 and m["counters"]["synaptic_ops"] > 0
 
@@ -86,9 +86,14 @@ def test_config_command_reports_cost(capsys):
     assert report["cost"]["weight_memory_bits"] == (64 * 2 + 65) * 16
 
 
-def test_interrupted_run_still_writes_its_folder(tmp_path, monkeypatch):
-    """Ctrl-C keeps what was trained: the folder is written and says the run was cut short."""
+def test_ctrl_c_stops_after_the_step_and_writes_a_complete_folder(tmp_path, monkeypatch):
+    """A real SIGINT in the middle of step 8: that step completes, the folder is written and marked
+    interrupted, and the exit code to report is 130."""
+    import os
+    import signal
+
     from rfsnn.host import backends
+    from rfsnn.host.train import Stop
 
     calls = {"n": 0}
     real_step = backends.GoldenBackend.step
@@ -96,14 +101,17 @@ def test_interrupted_run_still_writes_its_folder(tmp_path, monkeypatch):
     def step(self, *a):
         calls["n"] += 1
         if calls["n"] == 8:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
         return real_step(self, *a)
 
     monkeypatch.setattr(backends.GoldenBackend, "step", step)
-    m = train(settings_for("poisson1d", steps=50), out=tmp_path / "run", progress=False)
-    assert m["interrupted"] and m["steps"] == 7 and m["steps_planned"] == 50
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 7
-    assert (tmp_path / "run" / "weights.npz").exists()
+    stop = Stop()
+    m = train(settings_for("poisson1d", steps=50), out=tmp_path / "run", progress=False, stop=stop)
+    assert m["interrupted"] and m["steps"] == 8 and m["steps_planned"] == 50 and stop.exit_code == 130
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["steps"] == 8 and saved["status"] == "interrupted"
+    assert (tmp_path / "run" / "weights.npz").exists() and (tmp_path / "run" / "checkpoint.npz").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
 
 
 def test_golden_backend_through_the_link_equals_direct_golden_steps(monkeypatch):
@@ -149,10 +157,11 @@ def test_a_link_failure_mid_run_keeps_the_last_checkpoint(tmp_path, monkeypatch)
 
     monkeypatch.setattr(backends.DeviceBackend, "step", step)
     s = settings_for("poisson1d", steps=50, eval_every=5, hidden=(8,), t_steps=4, n_train=256)
-    with pytest.raises(link.LinkError, match=r"at step 11; the weights of step 10 are in .*checkpoint\.npz"):
-        train(s, out=tmp_path / "run", progress=False)
+    with pytest.raises(link.LinkError, match=r"link failed at step 11: .*; the weights of step 9 are in "
+                                             r".*checkpoint\.npz; continue with `rfsnn train --resume "):
+        train(s, out=tmp_path / "run", progress=False)  # a checkpoint every 3 steps (about 20 per run)
     with np.load(tmp_path / "run" / "checkpoint.npz") as c:
-        assert int(c["step"]) == 10 and c["W1_int"].shape == (8, 1)
+        assert json.loads(str(c["state_json"]))["step"] == 9 and c["W1_int"].shape == (8, 1)
 
 
 def test_train_takes_a_boards_device_configuration(tmp_path, capsys):
