@@ -10,6 +10,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def _save(fig, path: Path) -> None:
+    """PNG at `path`, written under a temporary name and renamed (never a half-written plot)."""
+    from .runfolder import write_atomic
+
+    try:
+        write_atomic(Path(path), lambda f: fig.savefig(f, format="png", dpi=110))
+    finally:
+        plt.close(fig)
+
+
 def prediction(path: Path, problem, x, pred, ref, title: str = "") -> None:
     shape = problem.grid_shape()
     if len(shape) == 1:
@@ -39,8 +49,7 @@ def prediction(path: Path, problem, x, pred, ref, title: str = "") -> None:
             fig.colorbar(im, ax=ax, shrink=0.85)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def loss_curve(path: Path, history: dict, title: str = "", loss_label: str = "batch loss (MSE, device units)") -> None:
@@ -61,5 +70,4 @@ def loss_curve(path: Path, history: dict, title: str = "", loss_label: str = "ba
     ax.legend(loc="upper right")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
