@@ -7,12 +7,15 @@ Started by rfsnn.sim.virtual_board (`rfsnn virtual-board`), which passes through
     RFSNN_VB_DIVISOR     clocks per UART bit (the divisor DeviceTop was built with)
     RFSNN_VB_STATS_FILE  (optional) where to write the simulated time, in ps, each time the board goes
                          idle: bench/link.py measures link and compute time with it
+    RFSNN_VB_LIFELINES   pids, comma-separated, the first this simulator's parent: the simulation ends
+                         as soon as any of them exits, so that a killed host leaves no simulator behind
 
 Any serial program opens the terminal and talks to the gateware's real UART: the bytes it writes are
 driven onto the rx pin as 8N1 bits at the board's baud rate in simulated time, and the bytes the
 gateware sends on the tx pin are sampled mid-bit and written back to the terminal. The simulator runs
 only while there is something to do: with no bytes waiting and the device's `busy` low, the harness
 blocks on the terminal and simulated time stands still, so an idle board costs no CPU.
+When a process in RFSNN_VB_LIFELINES exits, the harness returns and the simulation ends.
 
 Speed: a Python callback per change of the rx level and per sampled tx bit, plus Verilator's model
 (about 0.3-0.5 M cycles/s for the learner); a training step of the default network (86k cycles) takes
@@ -23,6 +26,7 @@ from __future__ import annotations
 import itertools
 import os
 import select
+import time
 import tty
 from pathlib import Path
 
@@ -32,9 +36,11 @@ from cocotb.triggers import FallingEdge, Timer
 from cocotb.utils import get_sim_time
 
 from rfsnn.rtl.uart import line_bits
+from rfsnn.sim.virtual_board import Lifelines
 
 SETTLE_BITS = 3
 POLL_BITS = 64  # while the device is busy, look for new host bytes this often (in bit times)
+LIFELINE_CHECK_S = 0.2  # while busy, look this often (wall-clock) whether a lifeline has gone
 
 
 def line_levels(data: bytes) -> list[tuple[int, int]]:
@@ -71,6 +77,10 @@ class TxSampler:
 
 @cocotb.test()
 async def serve(dut):
+    pids = [int(p) for p in os.environ.get("RFSNN_VB_LIFELINES", "").split(",") if p]
+    lifelines = Lifelines(pids, parent=pids[0] if pids else None)
+    if lifelines.gone():
+        return
     period = int(os.environ["RFSNN_VB_PERIOD_PS"])
     bit = period * int(os.environ["RFSNN_VB_DIVISOR"])
     cocotb.start_soon(Clock(dut.clk, period, unit="ps").start())
@@ -93,7 +103,12 @@ async def serve(dut):
     cocotb.start_soon(sampler.run())
     stats = os.environ.get("RFSNN_VB_STATS_FILE")
     reported = None
+    next_check = time.monotonic() + LIFELINE_CHECK_S
     while True:
+        if time.monotonic() >= next_check:
+            if lifelines.gone():
+                break
+            next_check = time.monotonic() + LIFELINE_CHECK_S
         try:
             data = os.read(master, 4096)
         except BlockingIOError:
@@ -113,4 +128,8 @@ async def serve(dut):
                 Path(stats + ".tmp").write_text(str(int(now)))
                 Path(stats + ".tmp").replace(stats)
                 reported = now
-            select.select([master], [], [], 1.0)
+            select.select([master, *lifelines.fds], [], [], 1.0)
+            if lifelines.gone():
+                break
+    dut._log.info("a process this board must not outlive has exited: stopping")
+    port_file.unlink(missing_ok=True)  # serve() removes it too, unless it was what was killed
