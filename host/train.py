@@ -198,7 +198,8 @@ def settings_from_record(d, where: str) -> TrainSettings:
 def eval_interval(s: TrainSettings, n_test: int) -> int:
     """Steps between test-error evaluations: --eval-every, or about 20 per run but never so often that
     evaluating costs more than ~10% of the training work (one evaluation runs the whole test grid once,
-    a step runs its batch once per forward pass)."""
+    a step runs its batch once per forward pass). The training loop widens it further once it has timed
+    an evaluation against the steps (a link moves more bytes per sample for an evaluation)."""
     if s.eval_every:
         return s.eval_every
     passes = (2 * s.directions if s.difference == "central" else s.directions + 1) \
@@ -360,6 +361,7 @@ def _train(run: Run, folder: RunFolder | None, progress: bool, state: dict | Non
         history, done, wall_before = state["history"], state["step"], state["wall_s"]
         resumed_at = state.get("resumed_at", []) + [done]
     last_ckpt = {"step": done, "time": time.monotonic()}
+    first, eval_seconds = done, 0.0
     t0 = time.perf_counter()
     bar = tqdm(total=s.steps, initial=done, desc=f"{s.task}/{s.backend}", unit="step", disable=not progress,
                dynamic_ncols=True, mininterval=0.5)
@@ -393,7 +395,13 @@ def _train(run: Run, folder: RunFolder | None, progress: bool, state: dict | Non
                 done = i + 1
                 bar.update(1)
                 if done % every == 0 or done == s.steps:
+                    t_eval = time.perf_counter()
                     err = run.test_error()
+                    t_eval = time.perf_counter() - t_eval
+                    eval_seconds += t_eval
+                    if not s.eval_every:  # measured: evaluations take at most ~10% of the run
+                        per_step = (time.perf_counter() - t0 - eval_seconds) / (done - first)
+                        every = max(every, math.ceil(10 * t_eval / max(per_step, 1e-9)))
                     history["eval_step"].append(done)
                     history["test_rel_l2"].append(err)
                     bar.set_postfix(loss=f"{loss:.2e}", test_rel_l2=f"{err:.4f}")

@@ -186,3 +186,13 @@ def test_train_takes_a_boards_device_configuration(tmp_path, capsys):
     assert cli.main(["train", "--task", "poisson1d", "--device-config", str(report), "--steps", "1", "--quiet",
                      "--out", str(tmp_path / "p")]) == 2
     assert "2-16-1" in capsys.readouterr().err
+
+
+def test_evaluations_cost_little_by_default_and_follow_eval_every(tmp_path):
+    """A short run does not evaluate the 4096-point test grid at every step (one evaluation costs about
+    as much as 8 steps of the default network): by default only at its end; --eval-every sets the cadence."""
+    m = train(settings_for("mexican-hat", steps=20), out=tmp_path / "a", progress=False)
+    assert json.loads((tmp_path / "a" / "history.json").read_text())["eval_step"] == [20]
+    assert m["eval_every"] >= 80
+    train(settings_for("mexican-hat", steps=20, eval_every=5), out=tmp_path / "b", progress=False)
+    assert json.loads((tmp_path / "b" / "history.json").read_text())["eval_step"] == [5, 10, 15, 20]
