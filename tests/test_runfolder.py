@@ -259,3 +259,38 @@ def test_no_file_is_left_half_written_or_temporary(trained):
                                                    "history.json", "prediction.png", "loss.png"}
     assert json.loads((trained / "metrics.json").read_text())["status"] == "complete"
     assert os.path.getsize(trained / "prediction.png") > 1000
+
+
+@pytest.mark.slow
+def test_a_killed_run_on_a_board_resumes_on_it(tmp_path):
+    """--backend serial against a device behind a real pseudo-terminal (the golden device, which computes
+    what the gateware computes): kill -9 of the host mid-run, `--resume` with the same port, and the
+    weights are those of the uninterrupted run (which on the golden backend are the same bits)."""
+    from rfsnn.host.link import DeviceEndpoint
+    from rfsnn.host.ptyserve import PtyServer
+    from rfsnn.sim.golden_device import GoldenDevice
+
+    steps = 600
+    s = settings_for("poisson1d", steps=steps, hidden=(16,), t_steps=8)
+    whole = tmp_path / "whole"
+    train(s, out=whole, progress=False)
+    cfg = s.device_config(1)
+    device = GoldenDevice(cfg)
+    server = PtyServer(DeviceEndpoint(device.execute, cfg, bulk=device)).start()
+    try:
+        out = tmp_path / "board"
+        link = ["--backend", "serial", "--port", server.path, "--timeout", "5"]
+        proc = _train_process(["--task", "poisson1d", "--steps", str(steps), "--hidden", "16", "--t-steps", "8",
+                               *link], out)
+        stop_after = random.Random().randrange(60, steps - 150)
+        deadline = time.monotonic() + 120
+        while _checkpoint_step(out) < stop_after:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait()
+        assert cli.main(["train", "--resume", str(out), "--quiet", "--port", server.path, "--timeout", "5"]) == 0
+    finally:
+        server.close()
+    a, b = _weights(out / "weights.npz"), _weights(whole / "weights.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in b), f"killed after step {stop_after}"
