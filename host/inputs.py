@@ -49,20 +49,20 @@ def _json_kind(v) -> str:
 
 
 def device_config_from(data: dict, where: str) -> DeviceConfig:
-    """The DeviceConfig in a JSON object of one of the three kinds rfsnn writes or reads:
-    a board build's report.json (its "config" entry; its "device" entry is the FPGA's name),
-    a run's config.json (its "device" entry), or a DeviceConfig's own fields."""
-    if "board" in data and "config" in data:  # rfsnn build's report.json
-        entry, kind = data["config"], "its \"config\" entry (a build report's) is "
-    elif "settings" in data and "device" in data:  # a run folder's config.json
-        entry, kind = data["device"], "its \"device\" entry (a run configuration's) is "
+    """The DeviceConfig in a JSON object of one of the kinds rfsnn writes: a run's config.json or what
+    `rfsnn config` prints (a "device" object in both), a board build's report.json (its "config"
+    object; its "device" is the FPGA's name), or a DeviceConfig's own fields (DeviceConfig.to_json)."""
+    if isinstance(data.get("device"), dict):
+        entry, kind = data["device"], "its \"device\" object is "
+    elif "board" in data and "config" in data:
+        entry, kind = data["config"], "its \"config\" object (a build report's) is "
     else:
         entry, kind = data, ""
     try:
         return DeviceConfig.from_dict(entry)
     except (ConfigError, TypeError) as e:
         raise InputError(f"{where}: {kind}not a valid device configuration: {e} (accepted: a build's report.json, "
-                         "a run's config.json, or the \"device\" object that `rfsnn config` prints)") from None
+                         "a run's config.json, what `rfsnn config` prints, or a DeviceConfig's JSON)") from None
 
 
 def load_device_config(path) -> DeviceConfig:

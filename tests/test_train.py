@@ -164,28 +164,36 @@ def test_a_link_failure_mid_run_keeps_the_last_checkpoint(tmp_path, monkeypatch)
         assert json.loads(str(c["state_json"]))["step"] == 9 and c["W1_int"].shape == (8, 1)
 
 
-def test_train_takes_a_boards_device_configuration(tmp_path, capsys):
-    """--device-config: the run trains the device a board build describes (its report.json), narrow
-    registers included, records it, and is evaluated with it again; --hidden cannot contradict it."""
+def test_train_takes_a_device_configuration_file(tmp_path, capsys):
+    """--device-config: the run trains the device a file describes (here the iCEBreaker's narrow
+    registers as DeviceConfig JSON, as VirtualBoard.launch writes it; a real build's report.json is
+    tried in tests/test_boards_build.py), records it, and is evaluated with it again; --hidden cannot
+    contradict it, nor a task of another input width."""
     from rfsnn.boards.targets import get_target
 
     cfg = get_target("icebreaker").cfg
-    report = tmp_path / "report.json"
-    report.write_text(json.dumps({"board": "icebreaker", "config": cfg.to_dict()}))
+    device = tmp_path / "device.json"
+    device.write_text(cfg.to_json())
     out = tmp_path / "run"
-    assert cli.main(["train", "--task", "mexican-hat", "--device-config", str(report), "--steps", "20", "--quiet",
+    assert cli.main(["train", "--task", "mexican-hat", "--device-config", str(device), "--steps", "20", "--quiet",
                      "--out", str(out)]) == 0
     saved = json.loads((out / "config.json").read_text())
     assert saved["device"] == cfg.to_dict() and saved["device"]["loss_bits"] == 32
     assert load_run(out).cfg == cfg
     capsys.readouterr()
-    assert cli.main(["train", "--task", "mexican-hat", "--device-config", str(report), "--hidden", "8", "--quiet",
-                     "--out", str(tmp_path / "other")]) == 2
-    assert "--hidden" in capsys.readouterr().err
-    # a 2-input device cannot train the 1-D task
-    assert cli.main(["train", "--task", "poisson1d", "--device-config", str(report), "--steps", "1", "--quiet",
-                     "--out", str(tmp_path / "p")]) == 2
-    assert "2-16-1" in capsys.readouterr().err
+    for source in (device, out / "config.json"):  # a run's config.json describes its device too
+        assert cli.main(["train", "--task", "mexican-hat", "--device-config", str(source), "--hidden", "8",
+                         "--quiet", "--out", str(tmp_path / "other")]) == 2
+        assert "--hidden" in capsys.readouterr().err
+        # a 2-input device cannot train the 1-D task
+        assert cli.main(["train", "--task", "poisson1d", "--device-config", str(source), "--steps", "1", "--quiet",
+                         "--out", str(tmp_path / "p")]) == 2
+        assert "2-16-1" in capsys.readouterr().err
+    printed = tmp_path / "printed.json"  # what `rfsnn config` prints, saved to a file
+    assert cli.main(["config", "--task", "mexican-hat"]) == 0
+    printed.write_text(capsys.readouterr().out)
+    assert cli.main(["train", "--task", "mexican-hat", "--device-config", str(printed), "--steps", "2", "--quiet",
+                     "--out", str(tmp_path / "q")]) == 0
 
 
 def test_evaluations_cost_little_by_default_and_follow_eval_every(tmp_path):
