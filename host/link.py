@@ -172,11 +172,13 @@ class LoopbackTransport:
         return out
 
 
+# What a failing port raises: serial.SerialException is an OSError, and pyserial lets the termios
+# errors of reset_input_buffer and flush through unwrapped.
 try:
     import termios
-    _PORT_ERRORS: tuple = (OSError, termios.error)  # pyserial lets some termios errors through
+    _PORT_ERRORS: tuple = (OSError, termios.error)
 except ImportError:  # not a POSIX system
-    _PORT_ERRORS = (OSError,)  # serial.SerialException is an OSError
+    _PORT_ERRORS = (OSError,)
 
 
 def _one_line(e: BaseException) -> str:
@@ -195,8 +197,12 @@ class SerialTransport:
         self.name = port
         try:
             self.port = serial.Serial(port, baudrate=baud, timeout=0)
+        except _PORT_ERRORS as e:
+            raise LinkError(f"cannot open serial port {port}: {_one_line(e)}") from None
+        try:
             self.port.reset_input_buffer()  # bytes left over from an earlier session are not replies to us
         except _PORT_ERRORS as e:
+            self.close()
             raise LinkError(f"cannot open serial port {port}: {_one_line(e)}") from None
 
     def _failed(self, what: str, e: BaseException) -> LinkError:
