@@ -10,6 +10,32 @@ from pathlib import Path
 import numpy as np
 
 
+def _int_at_least(low: int):
+    """An argparse type: an integer >= low (refused at parse time, before anything runs)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {v}")
+        return v
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a positive finite number."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
+    return v
+
+
 def _tuple_of_ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(t) for t in text.split(","))
@@ -121,9 +147,14 @@ def cmd_sim(a) -> int:
 
     from rfsnn.sim.config import DeviceConfig
 
+    from rfsnn.rtl.learner import Learner
+
     cfg = _device_config(a, DeviceConfig())
     if not 1 <= a.batch <= cfg.max_batch:
         raise ValueError(f"--batch {a.batch}: the device holds 1..{cfg.max_batch} samples (max_batch)")
+    if a.directions > cfg.max_directions:
+        raise ValueError(f"--directions {a.directions}: the device takes K in 1..{cfg.max_directions}")
+    Learner.check_lanes(cfg, a.neuron_lanes, a.sample_lanes)
     try:
         rtlsim.find_simulator(a.simulator)
     except rtlsim.SimulatorMissing as e:
@@ -170,7 +201,11 @@ def cmd_virtual_board(a) -> int:
 
     # By default the task's device, so that `rfsnn train --task T --backend serial` matches it.
     cfg = _device_config(a, settings_for(a.task).device_config(get_problem(a.task).dim))
+    from rfsnn.rtl.learner import Learner
+
     board = BoardSpec(cfg, a.neuron_lanes, a.sample_lanes, a.clock_mhz * 1e6, a.baud, a.simulator)
+    Learner.check_lanes(cfg, a.neuron_lanes, a.sample_lanes)
+    board.divisor  # refuses a baud rate the clock cannot make
     try:
         rtlsim.find_simulator(a.simulator)
     except rtlsim.SimulatorMissing as e:
@@ -320,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--difference", choices=["central", "forward"], help="(default: central)")
     t.add_argument("--scope", choices=["global", "layerwise"], help="(default: global)")
     t.add_argument("--noise", choices=["rademacher", "gauss4"], help="(default: rademacher)")
-    t.add_argument("--no-stochastic-rounding", action="store_true")
+    t.add_argument("--no-stochastic-rounding", action="store_true", help="round the updates to nearest instead")
     t.add_argument("--seed", type=int, help="seed of the data, the initial weights and the step seeds (default: 0)")
     t.add_argument("--eval-every", dest="eval_every", type=int,
                    help="steps between test-error evaluations (default: about 20 per run, but at most ~10%% of "
@@ -332,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     d = t.add_argument_group("device link (--backend serial / rtl)")
     d.add_argument("--port", help="serial port of the board (or of `rfsnn virtual-board`), e.g. /dev/ttyUSB1")
-    d.add_argument("--baud", type=int, default=3_000_000)
+    d.add_argument("--baud", type=int, default=3_000_000, help="the UART's baud rate")
     d.add_argument("--timeout", type=float, help="seconds to wait for each reply (default: 2; rtl: 120)")
     d.add_argument("--retries", type=int, default=3, help="resends of a frame before the link is given up")
     d.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator", help="rtl: the simulator")
@@ -358,18 +393,18 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--config", help="DeviceConfig JSON (or a run's config.json or a board build's report.json); "
                     "default: DeviceConfig()")
     sm.add_argument("--layers", type=_tuple_of_ints, help="network, e.g. 2,64,1 (overrides --config)")
-    sm.add_argument("--t-steps", dest="t_steps", type=int, help="time steps per sample (a power of two)")
-    sm.add_argument("--batch", type=int, default=32)
-    sm.add_argument("--directions", type=int, default=4, help="K")
-    sm.add_argument("--noise", choices=["rademacher", "gauss4"], default="rademacher")
-    sm.add_argument("--difference", choices=["central", "forward"], default="central")
-    sm.add_argument("--scope", choices=["global", "layerwise"], default="global")
-    sm.add_argument("--no-stochastic-rounding", action="store_true")
-    sm.add_argument("--lr", type=float, default=0.01, help="learning rate folded into the step gain (gain_for)")
-    sm.add_argument("--neuron-lanes", type=int, default=1)
-    sm.add_argument("--sample-lanes", type=int, default=8, help="a power of two")
-    sm.add_argument("--steps", type=int, default=2, help="training steps to simulate")
-    sm.add_argument("--seed", type=int, default=0, help="seed of the random network, batch and step seeds")
+    sm.add_argument("--t-steps", dest="t_steps", type=_int_at_least(1), help="time steps per sample (a power of two)")
+    sm.add_argument("--batch", type=_int_at_least(1), default=32, help="samples per step")
+    sm.add_argument("--directions", type=_int_at_least(1), default=4, help="K")
+    sm.add_argument("--noise", choices=["rademacher", "gauss4"], default="rademacher", help="direction entries")
+    sm.add_argument("--difference", choices=["central", "forward"], default="central", help="loss differences")
+    sm.add_argument("--scope", choices=["global", "layerwise"], default="global", help="what a direction perturbs")
+    sm.add_argument("--no-stochastic-rounding", action="store_true", help="round the updates to nearest instead")
+    sm.add_argument("--lr", type=_positive_float, default=0.01, help="learning rate folded into the step gain (gain_for)")
+    sm.add_argument("--neuron-lanes", type=_int_at_least(1), default=1, help="the gateware's neuron lanes")
+    sm.add_argument("--sample-lanes", type=_int_at_least(1), default=8, help="a power of two")
+    sm.add_argument("--steps", type=_int_at_least(1), default=2, help="training steps to simulate")
+    sm.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the random network, batch and step seeds")
     sm.add_argument("--build-dir", help="where to build (default: a temporary folder, removed afterwards)")
     sm.set_defaults(func=cmd_sim)
     vb = add_parser("virtual-board", help="serve the gateware, simulated, on a pseudo-terminal: a board for "
@@ -378,11 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="build the task's default device (unless --config)")
     vb.add_argument("--config", help="DeviceConfig JSON (or a run's config.json or a board build's report.json)")
     vb.add_argument("--layers", type=_tuple_of_ints, help="network, e.g. 2,64,1 (overrides the configuration)")
-    vb.add_argument("--t-steps", dest="t_steps", type=int, help="time steps per sample (a power of two)")
-    vb.add_argument("--neuron-lanes", type=int, default=1)
-    vb.add_argument("--sample-lanes", type=int, default=8, help="a power of two")
-    vb.add_argument("--clock-mhz", type=float, default=12.0, help="the simulated board's clock")
-    vb.add_argument("--baud", type=int, default=3_000_000, help="the UART's baud rate")
+    vb.add_argument("--t-steps", dest="t_steps", type=_int_at_least(1), help="time steps per sample (a power of two)")
+    vb.add_argument("--neuron-lanes", type=_int_at_least(1), default=1, help="the gateware's neuron lanes")
+    vb.add_argument("--sample-lanes", type=_int_at_least(1), default=8, help="a power of two")
+    vb.add_argument("--clock-mhz", type=_positive_float, default=12.0, help="the simulated board's clock")
+    vb.add_argument("--baud", type=_int_at_least(1), default=3_000_000, help="the UART's baud rate")
     vb.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator",
                     help="icarus works but is about 300 times slower")
     vb.add_argument("--build-dir", help="where to build (default build/virtual-board/<simulator>-<hash>; reused)")
@@ -396,10 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--config", help="DeviceConfig JSON (or a run's config.json or a board build's report.json); "
                     "default: the board's")
     bd.add_argument("--layers", type=_tuple_of_ints, help="network, e.g. 2,32,1 (on top of the board's default)")
-    bd.add_argument("--t-steps", dest="t_steps", type=int)
-    bd.add_argument("--freq", type=float, help="clock in MHz (a PLL makes it); default: the board's")
-    bd.add_argument("--neuron-lanes", type=int)
-    bd.add_argument("--sample-lanes", type=int)
+    bd.add_argument("--t-steps", dest="t_steps", type=_int_at_least(1), help="time steps per sample (a power of two)")
+    bd.add_argument("--freq", type=_positive_float, help="clock in MHz (a PLL makes it); default: the board's")
+    bd.add_argument("--neuron-lanes", type=_int_at_least(1), help="the gateware's neuron lanes (default: the board's)")
+    bd.add_argument("--sample-lanes", type=_int_at_least(1), help="its sample lanes, a power of two (default: the board's)")
     bd.add_argument("--out", help="build folder (default build/boards/<board>)")
     bd.set_defaults(func=cmd_build)
     pg = add_parser("program", help="load a built bitstream onto a connected board (iceprog / openFPGALoader / "
@@ -412,9 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
                             ("read-weights", cmd_read_weights, "read a connected device's weights into an .npz")):
         d = add_parser(name, help=hlp)
         d.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB1 or /dev/pts/N")
-        d.add_argument("--baud", type=int, default=3_000_000)
-        d.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each reply")
-        d.add_argument("--retries", type=int, default=3)
+        d.add_argument("--baud", type=_int_at_least(1), default=3_000_000, help="the UART's baud rate")
+        d.add_argument("--timeout", type=_positive_float, default=1.0, help="seconds to wait for each reply")
+        d.add_argument("--retries", type=_int_at_least(0), default=3, help="resends of a frame before giving up")
         if name == "read-weights":
             d.add_argument("--output", required=True, help="the .npz to write")
         d.set_defaults(func=func)
@@ -426,7 +461,8 @@ class _DefaultsHelp(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        if "default" in text or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)".lstrip()
 
