@@ -124,11 +124,13 @@ def test_a_killed_training_host_leaves_no_simulator(build_dir, tmp_path, sig):
         host.wait()
 
 
-def test_sigterm_stops_a_virtual_board_and_its_simulator(build_dir, tmp_path):
+@pytest.mark.parametrize("entry", [["rfsnn.sim.virtual_board"], ["rfsnn.host.cli", "virtual-board"]],
+                         ids=["module", "rfsnn-virtual-board"])
+def test_sigterm_stops_a_virtual_board_and_its_simulator(build_dir, tmp_path, entry):
     config = tmp_path / "device.json"
     config.write_text(json.dumps(CFG.to_dict()))
-    proc = subprocess.Popen([sys.executable, "-m", "rfsnn.sim.virtual_board", "--config", str(config),
-                             "--build-dir", str(build_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", *entry, "--config", str(config), "--build-dir", str(build_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for line in proc.stdout:
             if line.startswith("port: "):
