@@ -47,12 +47,15 @@ class Lifelines:
 
     def __init__(self, pids: Iterable[int], parent: int | None = None):
         self.fds: list[int] = []
+        self.polled: list[int] = []  # without pidfds (not Linux 5.3+): looked up at each gone()
         self.lost = False
         for pid in pids:
             try:
                 self.fds.append(os.pidfd_open(pid))
             except ProcessLookupError:  # gone already
                 self.lost = True
+            except (AttributeError, OSError):
+                self.polled.append(pid)
         # The parent may have exited, and its pid been reused, before its pidfd was opened: then this
         # process has been handed to another parent already.
         if parent is not None and os.getppid() != parent:
@@ -60,6 +63,10 @@ class Lifelines:
 
     def gone(self, timeout: float | None = 0.0) -> bool:
         """Whether any of them has exited, waiting up to `timeout` seconds (None: until one does)."""
+        if not self.lost and self.polled:
+            self.lost = not all(_exists(pid) for pid in self.polled)
+            if timeout and not self.fds:
+                time.sleep(timeout)
         if not self.lost and self.fds:
             self.lost = bool(select.select(self.fds, [], [], timeout)[0])
         return self.lost
@@ -68,6 +75,16 @@ class Lifelines:
         for fd in self.fds:
             os.close(fd)
         self.fds = []
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        pass
+    return True
 
 
 @dataclass(frozen=True)
