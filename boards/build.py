@@ -218,7 +218,9 @@ def build(target: BoardTarget, out: Path, cfg: DeviceConfig | None = None, freq_
         "utilisation": parsed["utilisation"], "bitstream": str(bitstream) if bitstream.exists() and meets else None,
         "build_seconds": round(seconds, 1), "nextpnr_log": str(tim), "error": error,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    tmp = out / ".report.json.tmp"  # renamed into place: a report is whole or absent, never half-written
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, out / "report.json")
     if unplaceable:
         used = ", ".join(f"{k} {parsed['utilisation'][k]['used']}/{parsed['utilisation'][k]['available']}" for k in over)
         raise BuildError(f"{target.name}: the design does not fit the {platform.device}" + (f" ({used})" if used else "")

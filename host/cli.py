@@ -194,7 +194,7 @@ def cmd_sim(a) -> int:
 def cmd_virtual_board(a) -> int:
     """Serve the gateware on a simulator behind a pseudo-terminal until stopped (Ctrl-C)."""
     from rfsnn.sim import rtlsim
-    from rfsnn.sim.virtual_board import PORT_PREFIX, BoardSpec, serve
+    from rfsnn.sim.virtual_board import BoardSpec, serve_until_stopped
 
     from .problems import get_problem
     from .train import settings_for
@@ -206,24 +206,8 @@ def cmd_virtual_board(a) -> int:
     board = BoardSpec(cfg, a.neuron_lanes, a.sample_lanes, a.clock_mhz * 1e6, a.baud, a.simulator)
     Learner.check_lanes(cfg, a.neuron_lanes, a.sample_lanes)
     board.divisor  # refuses a baud rate the clock cannot make
-    try:
-        rtlsim.find_simulator(a.simulator)
-    except rtlsim.SimulatorMissing as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    print(f"virtual board: network {','.join(map(str, cfg.layers))}, T={cfg.t_steps}, max batch {cfg.max_batch}; "
-          f"lanes {a.neuron_lanes}x{a.sample_lanes}; {a.clock_mhz:g} MHz clock, {a.baud} baud (divisor "
-          f"{board.divisor}); {a.simulator}", flush=True)
-
-    def ready(path):
-        print(f"{PORT_PREFIX}{path}", flush=True)
-        print("serving until stopped (Ctrl-C); e.g. rfsnn info --port " + path, flush=True)
-
-    try:
-        serve(board, a.build_dir and Path(a.build_dir), on_ready=ready,
-              on_status=lambda text: print(text, flush=True), stats_file=a.stats_file)
-    except KeyboardInterrupt:
-        print("virtual board stopped")
+    rtlsim.find_simulator(a.simulator)  # SimulatorMissing: exit 3
+    serve_until_stopped(board, a.build_dir and Path(a.build_dir), a.stats_file and Path(a.stats_file))
     return 0
 
 

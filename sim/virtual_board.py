@@ -287,22 +287,33 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = DeviceConfig.from_dict(json.loads(Path(a.config).read_text()))
         board = BoardSpec(cfg, a.neuron_lanes, a.sample_lanes, a.clock_mhz * 1e6, a.baud, a.simulator)
-        print(f"virtual board: network {','.join(map(str, cfg.layers))}, T={cfg.t_steps}, max batch "
-              f"{cfg.max_batch}; lanes {a.neuron_lanes}x{a.sample_lanes}; {a.clock_mhz:g} MHz clock, {a.baud} baud "
-              f"(divisor {board.divisor}); {a.simulator}", flush=True)
-
-        def ready(path):
-            print(f"{PORT_PREFIX}{path}", flush=True)
-            print(f"serving until stopped; e.g. rfsnn info --port {path}", flush=True)
-
-        serve(board, a.build_dir and Path(a.build_dir), on_ready=ready, on_status=lambda text: print(text, flush=True),
-              stats_file=a.stats_file and Path(a.stats_file), parent_pid=a.parent_pid)
-    except KeyboardInterrupt:
-        print("virtual board stopped", flush=True)
+        serve_until_stopped(board, a.build_dir and Path(a.build_dir), a.stats_file and Path(a.stats_file),
+                            a.parent_pid)
     except (OSError, ValueError, VirtualBoardError, rtlsim.SimulatorMissing) as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
     return 0
+
+
+def serve_until_stopped(board: BoardSpec, build_dir: Path | None = None, stats_file: Path | None = None,
+                        parent_pid: int | None = None) -> None:
+    """serve(), saying on stdout what is served, the `port: ` line when ready, and when it stopped
+    (Ctrl-C, SIGTERM, or the launcher gone): what `rfsnn virtual-board` and this module's entry print."""
+    cfg = board.cfg
+    print(f"virtual board: network {','.join(map(str, cfg.layers))}, T={cfg.t_steps}, max batch "
+          f"{cfg.max_batch}; lanes {board.neuron_lanes}x{board.sample_lanes}; {board.clock_hz / 1e6:g} MHz clock, "
+          f"{board.baud} baud (divisor {board.divisor}); {board.simulator}", flush=True)
+
+    def ready(path):
+        print(f"{PORT_PREFIX}{path}", flush=True)
+        print(f"serving until stopped (Ctrl-C); e.g. rfsnn info --port {path}", flush=True)
+
+    try:
+        serve(board, build_dir, on_ready=ready, on_status=lambda text: print(text, flush=True),
+              stats_file=stats_file, parent_pid=parent_pid)
+    except KeyboardInterrupt:
+        pass
+    print("virtual board stopped", flush=True)
 
 
 if __name__ == "__main__":
