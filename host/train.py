@@ -253,7 +253,7 @@ class Run:
 
 class Stop:
     """Ctrl-C (SIGINT) or SIGTERM during training: the run stops after the step in progress, so that
-    what it writes is consistent; a second Ctrl-C interrupts at once."""
+    what it writes is consistent; a second signal interrupts at once (the last checkpoint stays)."""
 
     def __init__(self):
         self.signal: int | None = None
@@ -263,8 +263,9 @@ class Stop:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
+
         def handler(signum, frame):
-            if self.signal is not None and signum == signal.SIGINT:
+            if self.signal is not None:
                 raise KeyboardInterrupt
             self.signal = signum
 
