@@ -29,10 +29,10 @@ check-test-tools:
 	    echo "error: make test needs$$missing (Debian 12: apt-get install iverilog g++ make)" >&2; exit 3; fi
 
 # RFSNN_REQUIRE_SIMULATORS: a missing simulator fails its tests instead of skipping them.
-# -n auto: one worker per core; --dist loadfile keeps a file's tests (and the build its module fixture
-# makes once: a bitstream, a Verilator model) on one worker.
+# -n auto: one worker per core; --dist loadgroup spreads the tests but keeps those marked xdist_group
+# together (the tests of one bitstream or Verilator model a module fixture builds once).
 test: check-test-tools setup
-	RFSNN_REQUIRE_SIMULATORS=1 $(BIN)/python -m pytest -n auto --dist loadfile
+	RFSNN_REQUIRE_SIMULATORS=1 $(BIN)/python -m pytest -n auto --dist loadgroup
 
 bench-accuracy: setup
 	$(BIN)/python bench/accuracy.py

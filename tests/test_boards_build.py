@@ -18,6 +18,8 @@ import pytest
 from rfsnn.boards.build import PNR_DONE
 
 pytestmark = pytest.mark.slow
+# The tests of the one iCEBreaker build share a worker under pytest-xdist (make test); the others spread.
+on_the_icebreaker_build = pytest.mark.xdist_group("icebreaker-build")
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,7 @@ def test_ulx3s_12f_default_build_fits_and_meets_timing(tmp_path, capsys):
     assert "meets timing" in capsys.readouterr().out
 
 
+@on_the_icebreaker_build
 def test_icebreaker_default_build_fits_and_meets_timing(icebreaker_build):
     report = json.loads((icebreaker_build / "report.json").read_text())
     assert report["fits"] and report["meets_timing"] and report["stage"] == "bitstream" and report["error"] is None
@@ -59,6 +62,7 @@ def test_icebreaker_default_build_fits_and_meets_timing(icebreaker_build):
     assert Path(report["bitstream"]).stat().st_size > 100_000
 
 
+@on_the_icebreaker_build
 def test_training_for_a_build_takes_the_device_from_its_report(icebreaker_build, tmp_path):
     from rfsnn.host import cli
 

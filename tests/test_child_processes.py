@@ -21,7 +21,7 @@ from rfsnn.sim.virtual_board import TOPLEVEL
 
 from simulators import require
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("child-processes")]  # one model build
 
 SMALL = ["--hidden", "6", "--t-steps", "4", "--batch", "24", "--directions", "2"]  # a quick build
 CFG = settings_for("mexican-hat", hidden=(6,), t_steps=4, batch=24, directions=2).device_config(

@@ -17,6 +17,8 @@ from rfsnn.host.problems import (
     solve_reaction_diffusion,
 )
 
+pytestmark = pytest.mark.xdist_group("problems")  # its module fixture is computed once
+
 # --------------------------------------------------------------------------- registry, grids
 
 

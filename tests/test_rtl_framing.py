@@ -19,6 +19,8 @@ from rfsnn.host import protocol as P
 from rfsnn.rtl import framing
 from rfsnn.rtl.framing import FrameStatus, SLIPDecoder, SLIPEncoder
 
+pytestmark = pytest.mark.xdist_group("framing")  # the cached harnesses serve one worker
+
 SERIAL_CRC_CLOCKS = 9  # SerialCRC (serial_crc=True) takes a byte in nine clocks: the budgets allow that
 
 END, ESC, ESC_END, ESC_ESC = P.END, P.ESC, P.ESC_END, P.ESC_ESC

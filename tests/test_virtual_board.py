@@ -20,7 +20,7 @@ from rfsnn.sim.virtual_board import BoardSpec, VirtualBoard
 
 from simulators import require
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("virtual-board")]  # one model build
 
 SETTINGS = dict(hidden=(6,), t_steps=4, steps=8, batch=24, directions=2, n_train=256, eval_every=4)
 CFG = settings_for("poisson1d", **SETTINGS).device_config(1)
