@@ -456,12 +456,18 @@ BAD_INPUT, MISSING, FAILED = 2, 3, 1
 
 
 def _exit_code(e: BaseException) -> int | None:
-    """The exit code of an error the user can act on (None: an internal error)."""
+    """The exit code of an error the user can act on (None: an internal error). The classes come from
+    modules that import no gateware, so that this costs no Amaranth import."""
+    from rfsnn.sim.rtlsim import SimulatorMissing
+    from rfsnn.sim.virtual_board import VirtualBoardError
+
+    from .link import LinkError
+
     if isinstance(e, (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
         return BAD_INPUT
-    if type(e).__name__ in ("LinkError", "SimulatorMissing", "VirtualBoardError", "SerialException"):
+    if isinstance(e, (LinkError, SimulatorMissing, VirtualBoardError)):
         return MISSING
-    if isinstance(e, (JobFailed, FloatingPointError)) or type(e).__name__ == "BuildError":
+    if isinstance(e, (JobFailed, FloatingPointError)):  # rfsnn build reports its own BuildError (exit 1)
         return FAILED
     return None
 
