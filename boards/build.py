@@ -67,9 +67,11 @@ class BuildError(RuntimeError):
 
 # The stages of a build, in order, as report.json's "stage" names them: the last one reached.
 STAGES = ("synthesis", "packing", "placement", "routing", "routed", "bitstream")
-# The lines of nextpnr's log (both families) that open its stages, and the one only a run that has
-# routed the design, timed it and written its output ends with.
+# The lines of nextpnr's log (both families) that open its stages; the line after which the timing
+# report is the post-route one (a design that misses timing ends there with an error, its Fmax known);
+# and the line only a run that has also written its output ends with.
 PNR_MARKERS = (("placement", "Info: Placed "), ("routing", "Info: Routing"))
+PNR_ROUTED = "Info: Routing complete."
 PNR_DONE = "Info: Program finished normally."
 HEARTBEAT = {"synthesis": "synthesis (yosys)", "packing": "place and route: packing cells",
              "placement": "place and route: placing", "routing": "place and route: routing",
@@ -80,8 +82,8 @@ def stage_reached(tim_text: str | None, bitstream_written: bool = False) -> str:
     """The last stage (STAGES) a build reached, from nextpnr's log (None: not started yet)."""
     if tim_text is None:
         return "synthesis"
-    if PNR_DONE in tim_text:
-        return "bitstream" if bitstream_written else "routed"
+    if PNR_ROUTED in tim_text:
+        return "bitstream" if bitstream_written and PNR_DONE in tim_text else "routed"
     stage = "packing"
     for name, marker in PNR_MARKERS:
         if marker in tim_text:
@@ -116,7 +118,7 @@ def tool_env() -> dict[str, str]:
 
 def parse_nextpnr_log(text: str, family: str) -> dict:
     """Utilisation ("Device utilisation" block, the last one) and the last Fmax per clock from nextpnr's
-    log: the post-route figure if the log is complete (PNR_DONE), else the pre-route estimate."""
+    log: the post-route figure if routing completed (PNR_ROUTED), else the pre-route estimate."""
     util = {}
     if "Device utilisation:" in text:
         block = text[text.rindex("Device utilisation:"):].splitlines()[1:]
@@ -207,7 +209,8 @@ def build(target: BoardTarget, out: Path, cfg: DeviceConfig | None = None, freq_
     over = [k for k, u in parsed["utilisation"].items() if u["used"] > u["available"]]
     unplaceable = bool(over) or "Unable to place" in text or "Failed to" in text
     fits = routed and bool(parsed["utilisation"]) and not unplaceable
-    clocks = parsed["clocks"] if routed else {}  # an unrouted design's Fmax is only an estimate
+    # An unrouted design's Fmax is only an estimate: the clocks are those timed after routing.
+    clocks = parse_nextpnr_log(text[text.index(PNR_ROUTED):], target.family)["clocks"] if routed else {}
     clock = design_clock(clocks, freq_mhz)
     meets = fits and bool(clock) and all(c["fmax_mhz"] >= c["target_mhz"] for c in clocks.values())
     report = {
