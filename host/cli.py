@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .inputs import load_device_config
+
 
 def _int_at_least(low: int):
     """An argparse type: an integer >= low (refused at parse time, before anything runs)."""
@@ -43,9 +45,9 @@ def _tuple_of_ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 64 or 32,32, got {text!r}")
 
 
-# Settings that --resume takes from the run's config.json; giving them beside --resume is refused.
+# Options --resume refuses: the run's settings come from its config.json, its folder is the one resumed.
 RUN_SETTINGS = ("task", "backend", "steps", "batch", "directions", "sigma", "lr", "hidden", "t_steps", "difference",
-                "scope", "noise", "seed", "eval_every", "device_config")
+                "scope", "noise", "no_stochastic_rounding", "seed", "eval_every", "device_config", "out", "force")
 
 
 def cmd_train(a) -> int:
@@ -57,9 +59,9 @@ def cmd_train(a) -> int:
     stop = Stop()
     if a.resume:
         given = [f"--{k.replace('_', '-')}" for k in RUN_SETTINGS if getattr(a, k) not in (None, False)]
-        if given or a.out or a.force or a.no_stochastic_rounding:
+        if given:
             raise ValueError(f"--resume continues {a.resume} with the settings in its config.json; drop "
-                             f"{', '.join(given + (['--out'] if a.out else []) + (['--force'] if a.force else []) + (['--no-stochastic-rounding'] if a.no_stochastic_rounding else []))}")
+                             f"{', '.join(given)}")
         out = Path(a.resume)
         m = resume(out, progress=not a.quiet, link=link, stop=stop)
     else:
@@ -70,7 +72,7 @@ def cmd_train(a) -> int:
         if a.no_stochastic_rounding:
             s.stochastic_rounding = False
         if a.device_config:
-            cfg = _load_device_config(a.device_config)
+            cfg = load_device_config(a.device_config)
             given = {k: v for k, v in (("--hidden", a.hidden), ("--t-steps", a.t_steps)) if v is not None}
             if given:
                 raise ValueError(f"{' and '.join(given)} come from --device-config ({a.device_config}); drop them")
@@ -123,19 +125,12 @@ def cmd_config(a) -> int:
     return 0
 
 
-def _load_device_config(path: str):
-    """A DeviceConfig from a file: its own JSON, a run folder's config.json or a board build's report.json."""
-    from .inputs import load_device_config
-
-    return load_device_config(path)
-
-
 def _device_config(a, default):
-    """The device configuration of `rfsnn sim`, `virtual-board` and `build`: --config (_load_device_config)
+    """The device configuration of `rfsnn sim`, `virtual-board` and `build`: --config (inputs.load_device_config)
     or else the command's default, then --layers and --t-steps on top."""
     import dataclasses
 
-    cfg = _load_device_config(a.config) if a.config else default
+    cfg = load_device_config(a.config) if a.config else default
     changes = {k: v for k, v in (("layers", a.layers), ("t_steps", a.t_steps)) if v is not None}
     return dataclasses.replace(cfg, **changes) if changes else cfg
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rfsnn.rtl.commands import INFO_FIELDS, Op, Reg, Status, counter_names, mode_bits, parse_info
-from rfsnn.sim.config import DeviceConfig, StepParams
+from rfsnn.sim.config import DeviceConfig, StepParams, forward_passes
 
 from . import protocol as P
 from .protocol import Code, LinkStatus
@@ -534,7 +534,7 @@ class Device:
                 (Reg.GAIN_MANT, sp.gain_mant), (Reg.GAIN_SHIFT, sp.gain_shift), (Reg.CLIP, sp.clip),
                 (Reg.MODE, mode_bits(sp.noise, sp.difference, sp.scope, sp.stochastic_rounding)),
                 (Reg.LAYER_START, sp.layer_start)]
-        n_losses = 2 * sp.directions if sp.difference == "central" else sp.directions + 1
+        n_losses = forward_passes(sp.directions, sp.difference)
         reads = [P.read_loss(i) for i in range(n_losses)] + [P.read_step(k) for k in range(sp.directions)]
         # Registers keep their values on the device: send only those that changed (usually the seed).
         sets = [P.set_register(r, v) for r, v in regs if self._registers.get(r) != v]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rfsnn.sim.config import ConfigError, DeviceConfig
+from rfsnn.sim.config import ConfigError, DeviceConfig, forward_passes
 
 from . import optim
 from .backends import BACKENDS, DEVICE_BACKENDS, LinkOptions, make_backend, sigma_lsb
@@ -202,8 +202,8 @@ def eval_interval(s: TrainSettings, n_test: int) -> int:
     an evaluation against the steps (a link moves more bytes per sample for an evaluation)."""
     if s.eval_every:
         return s.eval_every
-    passes = (2 * s.directions if s.difference == "central" else s.directions + 1) \
-        if s.backend in (*DEVICE_BACKENDS, "float-wp") else 3  # BPTT / RFG: about a forward and a backward
+    passes = forward_passes(s.directions, s.difference) if s.backend in (*DEVICE_BACKENDS, "float-wp") \
+        else 3  # BPTT / RFG: about a forward and a backward
     cost_in_steps = n_test / (s.batch * passes)
     return max(1, math.ceil(s.steps / 20), math.ceil(10 * cost_in_steps))
 
@@ -311,10 +311,8 @@ def resume(out: Path, progress: bool = True, link: LinkOptions | None = None, st
         _check_matches(run, config, folder)
         state = None
         if folder.exists(CHECKPOINT):
-            arrays = folder.load_npz(CHECKPOINT, run.weight_keys())
+            arrays = _load_weights(run, folder, CHECKPOINT)
             state = folder.checkpoint_state(arrays)
-            _check_finite(arrays, run, folder.file(CHECKPOINT))
-            run.backend.load_weights(arrays)
             run.backend.load_state(state["backend"], arrays)
         folder.clean_temporaries()
         return _train(run, folder, progress, state, stop or Stop())
@@ -340,11 +338,20 @@ def _check_matches(run: Run, config: dict, folder: RunFolder) -> None:
     run.scaler = scaler
 
 
-def _check_finite(arrays: dict, run: Run, where: Path) -> None:
+def _load_weights(run: Run, folder: RunFolder, name: str) -> dict[str, np.ndarray]:
+    """Put the weights of the run file `name` on the run's backend, refusing a file of another run, one
+    that lacks a key, or weights the device cannot hold (NaN, inf, out of range); returns its arrays."""
+    arrays = folder.load_npz(name, run.weight_keys())
     for k in run.weight_keys():
         a = arrays[k]
         if a.dtype.kind not in "iuf" or not np.all(np.isfinite(a)):
-            raise RunFolderError(f"{where}: {k} holds non-finite values (NaN or inf); these weights cannot be used")
+            raise RunFolderError(f"{folder.file(name)}: {k} holds non-finite values (NaN or inf); these weights "
+                                 "cannot be used")
+    try:
+        run.backend.load_weights(arrays)
+    except ValueError as e:
+        raise RunFolderError(f"{folder.file(name)}: {e}") from None
+    return arrays
 
 
 def _train(run: Run, folder: RunFolder | None, progress: bool, state: dict | None, stop: Stop) -> dict:
@@ -492,14 +499,8 @@ def load_run(path: Path, notes: list[str] | None = None) -> Run:
     else:
         raise RunFolderError(f"{path} holds no weights yet: the run stopped before its first checkpoint; "
                              f"continue it with `rfsnn train --resume {path}`")
-    arrays = folder.load_npz(source, run.weight_keys())
-    if source == CHECKPOINT:
+    arrays = _load_weights(run, folder, source)
+    if source == CHECKPOINT and notes is not None:
         step = folder.checkpoint_state(arrays).get("step")
-        if notes is not None:
-            notes.append(f"{path} did not finish; using its last checkpoint (step {step} of {s.steps})")
-    _check_finite(arrays, run, folder.file(source))
-    try:
-        run.backend.load_weights(arrays)
-    except ValueError as e:
-        raise RunFolderError(f"{folder.file(source)}: {e}") from None
+        notes.append(f"{path} did not finish; using its last checkpoint (step {step} of {s.steps})")
     return run

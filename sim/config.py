@@ -243,6 +243,11 @@ class StepParams:
         return dataclasses.asdict(self)
 
 
+def forward_passes(directions: int, difference: str) -> int:
+    """Forward passes over the batch in one training step: 2K for central differences, K + 1 for forward."""
+    return 2 * directions if difference == "central" else directions + 1
+
+
 def gain_for(lr: float, sigma_lsb: int, batch: int, directions: float, central: bool,
              cfg: DeviceConfig) -> tuple[int, int]:
     """Encode the float update rule as the device's integer gain.

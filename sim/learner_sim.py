@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DeviceConfig, StepParams
+from .config import DeviceConfig, StepParams, forward_passes
 from .golden import GoldenModel, StepResult
 
 TOPLEVEL = "learner"
@@ -34,7 +34,7 @@ TEST_MODULE = "rfsnn.sim.cocotb.tb_learner"
 # ---- the work of a step ------------------------------------------------------------------------------
 def n_passes(sp: StepParams) -> int:
     """Forward passes over the batch in one training step: 2K (central) or K + 1 (forward)."""
-    return 2 * sp.directions if sp.difference == "central" else sp.directions + 1
+    return forward_passes(sp.directions, sp.difference)
 
 
 def sample_work(cfg: DeviceConfig) -> int:
