@@ -75,6 +75,23 @@ def lif_update(u: np.ndarray, cur: np.ndarray, cfg: DeviceConfig) -> tuple[np.nd
     return v - cfg.threshold_q * spike, spike
 
 
+def first_layer_trains(cfg: DeviceConfig) -> np.ndarray:
+    """Spike trains of a first-layer neuron, (T, theta + 1) booleans: row t, column I says whether a
+    neuron driven by the constant current I spikes at time step t (docs/fixed-point.md, section 2).
+
+    The first hidden layer is direct-coded, so its current is constant over the T steps and its spike
+    train is a function of that current alone. Only 0 < I < theta needs the table, made here by the
+    element-wise LIF step itself: I <= 0 never fires (U stays <= 0) and I >= theta fires at every step
+    (U stays >= 0 after each reset), so a current clamped to [0, theta] indexes it exactly.
+    """
+    current = np.arange(cfg.threshold_q + 1, dtype=np.int64)
+    u = np.zeros_like(current)
+    trains = np.empty((cfg.t_steps, current.size), bool)
+    for t in range(cfg.t_steps):
+        u, trains[t] = lif_update(u, current, cfg)
+    return trains
+
+
 @dataclass
 class Counters:
     """What the hardware cares about, accumulated over calls."""
@@ -131,6 +148,7 @@ class GoldenModel:
         fan_in = max(cfg.layers[1:-2], default=0)
         exact32 = cfg.u_bits <= 24 and (fan_in + 1) * (1 << (cfg.w_bits - 1)) <= 1 << 24
         self.loop_dtype = np.float32 if exact32 else np.float64
+        self.first_layer_trains = first_layer_trains(cfg)
 
     # ---- parameter handling ------------------------------------------------------------------------
     def check_params(self, params: list[np.ndarray]) -> list[np.ndarray]:
@@ -168,58 +186,59 @@ class GoldenModel:
     def _forward_counted(self, aug, x):
         """Forward pass of V network variants at once.
 
-        aug[l]: (V, n_out, n_in+1) integers held in float64; x: (B, n0). The time loop runs in
+        aug[l]: (V, n_out, n_in+1) integers held in float64; x: (B, n0). The first hidden layer's spikes
+        come from its spike-train table (first_layer_trains); the deeper layers run the time loop in
         self.loop_dtype (float32 where exact). Returns y (V, B, n_out) and counters.
         """
         cfg = self.cfg
-        V, B = aug[0].shape[0], x.shape[0]
         ulo, uhi = cfg.u_range
         theta = float(cfg.threshold_q)
         leak = 1.0 / (1 << cfg.leak_shift)
         W0 = aug[0][:, :, :-1]
         i_in = sat(rshift_round(np.matmul(x.astype(np.float64), W0.transpose(0, 2, 1)), cfg.x_frac)
                    + aug[0][:, None, :, -1], ulo, uhi)
+        column = np.clip(i_in, 0, theta).astype(np.intp)  # exact: see first_layer_trains
+        trains = self.first_layer_trains
         hidden = aug[:-1]
-        shape = [(V, B, a.shape[1]) for a in hidden]
         dt = self.loop_dtype
-        U = [np.zeros(s, dt) for s in shape]
-        totals = [np.zeros(s, dt) for s in shape]
-        spikes = [np.empty(s, dt) for s in shape]
-        tmp = [np.empty(s, dt) for s in shape]
-        w_hidden = [None] + [a[:, :, :-1].transpose(0, 2, 1).astype(dt) for a in hidden[1:]]
-        b_hidden = [None] + [a[:, None, :, -1].astype(dt) for a in hidden[1:]]
-        # Saturation of U is skipped where it provably cannot act (same result, fewer passes over
-        # memory): with |I| <= Imax, U_{t+1} = U - floor(U / 2^k) + I stays within (Imax + 1) 2^k.
-        imax = [float(np.abs(i_in).max())] + [float(np.minimum(uhi, (np.abs(a[:, :, :-1]).sum(axis=2)
-                                                                      + np.abs(a[:, :, -1])).max()))
-                                              for a in hidden[1:]]
-        clip_u = [(m + 1) * (1 << cfg.leak_shift) + theta > min(-ulo, uhi) for m in imax]
-        clip_i = [m >= min(-ulo, uhi) for m in imax]
-        i_in = i_in.astype(dt)
-        for _ in range(cfg.t_steps):
-            for l in range(len(hidden)):
-                if l == 0:
-                    cur = i_in
-                else:
+        totals = [trains.sum(axis=0, dtype=np.int64)[column].astype(dt)]
+        if len(hidden) > 1:
+            shape = [(aug[0].shape[0], x.shape[0], a.shape[1]) for a in hidden]
+            U = [None] + [np.zeros(s, dt) for s in shape[1:]]
+            totals += [np.zeros(s, dt) for s in shape[1:]]
+            spikes = [np.empty(s, dt) for s in shape]
+            tmp = [None] + [np.empty(s, dt) for s in shape[1:]]
+            w_hidden = [None] + [a[:, :, :-1].transpose(0, 2, 1).astype(dt) for a in hidden[1:]]
+            b_hidden = [None] + [a[:, None, :, -1].astype(dt) for a in hidden[1:]]
+            # Saturation is skipped where it provably cannot act (same result, fewer passes over
+            # memory): with |I| <= Imax, U_{t+1} = U - floor(U / 2^k) + I stays within (Imax + 1) 2^k.
+            imax = [None] + [float(np.minimum(uhi, (np.abs(a[:, :, :-1]).sum(axis=2) + np.abs(a[:, :, -1])).max()))
+                             for a in hidden[1:]]
+            clip_u = [None] + [(m + 1) * (1 << cfg.leak_shift) + theta > min(-ulo, uhi) for m in imax[1:]]
+            clip_i = [None] + [m >= min(-ulo, uhi) for m in imax[1:]]
+            for t in range(cfg.t_steps):
+                spikes[0][...] = trains[t][column]
+                for l in range(1, len(hidden)):
                     cur = np.matmul(spikes[l - 1], w_hidden[l])
                     cur += b_hidden[l]
                     if clip_i[l]:
                         np.clip(cur, ulo, uhi, out=cur)
-                u, t, s = U[l], tmp[l], spikes[l]
-                np.multiply(u, leak, out=t)  # leak: U - (U >> k)
-                np.floor(t, out=t)
-                u -= t
-                u += cur  # integrate
-                if clip_u[l]:
-                    np.clip(u, ulo, uhi, out=u)
-                np.greater_equal(u, theta, out=s)  # compare
-                np.multiply(s, theta, out=t)
-                u -= t  # reset by subtraction
-                totals[l] += s
+                    u, tm, s = U[l], tmp[l], spikes[l]
+                    np.multiply(u, leak, out=tm)  # leak: U - (U >> k)
+                    np.floor(tm, out=tm)
+                    u -= tm
+                    u += cur  # integrate
+                    if clip_u[l]:
+                        np.clip(u, ulo, uhi, out=u)
+                    np.greater_equal(u, theta, out=s)  # compare
+                    np.multiply(s, theta, out=tm)
+                    u -= tm  # reset by subtraction
+                    totals[l] += s
         count = totals[-1].astype(np.float64)
         y_acc = np.matmul(count, aug[-1][:, :, :-1].transpose(0, 2, 1))
         ylo, yhi = cfg.y_range
         y = sat(rshift_round(y_acc, cfg.t_shift) + aug[-1][:, None, :, -1], ylo, yhi)
+        V, B = y.shape[:2]
         c = Counters(forward_passes=V, samples=V * B, spikes=[int(t.sum()) for t in totals])
         c.synaptic_ops = sum(int(totals[l].sum()) * cfg.layers[l + 2] for l in range(len(hidden)))
         c.input_macs = V * B * cfg.layers[0] * cfg.layers[1]

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from rfsnn.sim import lfsr
 from rfsnn.sim.config import ConfigError, DeviceConfig, StepParams
-from rfsnn.sim.golden import GoldenModel, join_params, split_params
+from rfsnn.sim.golden import GoldenModel, first_layer_trains, join_params, split_params
 
 
 # ---- the contract, literally, in Python integers ----------------------------------------------------
@@ -110,6 +110,30 @@ def test_float64_loop_path_equals_scalar_loop():
     out = gm.infer(params, x)
     for b in range(len(x)):
         assert list(out[b]) == scalar_forward(cfg, params, x[b])[0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(u_bits=st.integers(16, 24), threshold=st.sampled_from([0.25, 1.0, 3.0, 7.5]), leak_shift=st.integers(1, 7),
+       t_steps=st.sampled_from([1, 2, 16, 32]), seed=st.integers(0, 2**32 - 1))
+def test_first_layer_table_equals_the_time_loop_for_every_current(u_bits, threshold, leak_shift, t_steps, seed):
+    """The model reads first-layer spike trains from a table over currents 0..theta and clamps the current
+    into it (below: never fires, above: fires every step). Checked against the literal time loop on the
+    rails, the table's edges and random currents over the whole membrane range, including thresholds
+    near the rail where the membrane saturates."""
+    cfg = DeviceConfig(layers=(1, 4, 1), u_bits=u_bits, threshold=threshold, leak_shift=leak_shift, t_steps=t_steps)
+    table = first_layer_trains(cfg)
+    lo, hi = cfg.u_range
+    th = cfg.threshold_q
+    rng = np.random.default_rng(seed)
+    currents = [lo, lo + 1, -th, -1, 0, 1, th - 1, th, th + 1, hi - 1, hi, *rng.integers(lo, hi + 1, 8),
+                *rng.integers(0, th + 1, 24)]
+    for current in currents:
+        u, train = 0, []
+        for _ in range(cfg.t_steps):
+            u = _sat(u - (u >> cfg.leak_shift) + int(current), cfg.u_bits)
+            train.append(u >= th)
+            u -= th if train[-1] else 0
+        assert list(table[:, min(max(current, 0), th)]) == train, current
 
 
 @settings(max_examples=25, deadline=None)
