@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from rfsnn.host.backends import LinkOptions, make_backend
-from rfsnn.host.protocol import value_bytes
+from rfsnn.sim.contract.protocol import value_bytes
 from rfsnn.host.train import TASK_DEFAULTS, Run, lr_at, settings_for
 from rfsnn.sim.virtual_board import BoardSpec, VirtualBoard
 

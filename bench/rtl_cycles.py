@@ -39,9 +39,9 @@ ROWS = {  # name: (task, neuron lanes, sample lanes)
 def task_step(task: str, batch: int = 64, seed: int = 0, device: dict | None = None):
     """(cfg, params, x, t, StepParams) of `rfsnn train --task TASK` step 0 (golden backend); `device`: a
     DeviceConfig dict to train instead of the task's default network."""
-    from rfsnn.host.dataset import quantize
+    from rfsnn.sim.contract.fixed import quantize
     from rfsnn.host.train import Run, lr_at, settings_for
-    from rfsnn.sim.config import DeviceConfig
+    from rfsnn.sim.contract.config import DeviceConfig
     from rfsnn.sim.learner_sim import make_steps
 
     s = settings_for(task, backend="golden", batch=batch, seed=seed)

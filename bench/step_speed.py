@@ -18,7 +18,7 @@ import numpy as np
 
 from rfsnn.host.backends import IN_PROCESS_BACKENDS as BACKENDS
 from rfsnn.host.train import TASK_DEFAULTS, Run, lr_at, settings_for
-from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.contract.config import DeviceConfig
 
 
 def time_backend(task: str, backend: str, steps: int, device: dict | None = None) -> float:

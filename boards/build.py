@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.contract.config import DeviceConfig
 
 from .targets import BoardTarget
 from .top import BoardTop

@@ -14,7 +14,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.fifo import AsyncFIFO
 
 from rfsnn.rtl.top import DeviceCore
-from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.contract.config import DeviceConfig
 
 USB_VID, USB_PID = 0x1209, 0x0001  # pid.codes' test PID: change it before shipping boards
 VCO_HZ = 480e6

@@ -9,7 +9,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 
 from rfsnn.rtl.top import DeviceTop
 from rfsnn.rtl.uart import divisor_for
-from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.contract.config import DeviceConfig
 
 from .clocks import ecp5_pll, ice40_pll
 

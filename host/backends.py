@@ -10,17 +10,18 @@
 """
 from __future__ import annotations
 
-import numpy as np
-
 from dataclasses import dataclass
 
-from rfsnn.sim.config import DeviceConfig, StepParams, gain_for
+import numpy as np
+
+from rfsnn.sim.contract.config import DeviceConfig, StepParams, gain_for
+from rfsnn.sim.contract.fixed import dequantize, quantize
+from rfsnn.sim.endpoint import DeviceEndpoint
 from rfsnn.sim.golden import Counters, base_loss, join_params, split_params
 from rfsnn.sim.golden_device import GoldenDevice
 
 from . import estimators, floatnet, optim
-from .dataset import dequantize, quantize
-from .link import Device, DeviceEndpoint, LoopbackTransport, SerialTransport
+from .link import Device, LoopbackTransport, SerialTransport
 
 DEVICE_BACKENDS = ("golden", "rtl", "serial")
 BACKENDS = (*DEVICE_BACKENDS, "float-bp", "float-rfg", "float-wp")
@@ -113,9 +114,7 @@ class DeviceBackend(Backend):
         self.name, self.cfg, self.s = name, cfg, settings
         self.transport, self._on_close = transport, on_close
         self.device = Device(transport, expect=cfg, timeout=timeout, retries=retries)
-        params = [quantize(np.clip(p, *[v / (1 << cfg.w_frac) for v in cfg.w_range]), cfg.w_frac, cfg.w_bits,
-                           "initial weight") for p in join_params(init)]
-        self._write(params)
+        self._write(device_weights(init, cfg))
         self.sigma_lsb = sigma_lsb(settings.sigma, cfg)
         self.clip = min(cfg.step_range[1], int(round(settings.clip * (1 << (cfg.w_frac + cfg.step_frac)))))
         self.seeds = np.random.default_rng([seed, 0x5EED])
@@ -227,7 +226,7 @@ class DeviceBackend(Backend):
 
 
 class GoldenBackend(DeviceBackend):
-    """The device in software (sim.golden_device behind host.link.DeviceEndpoint), in process."""
+    """The device in software (sim.golden_device behind sim.endpoint.DeviceEndpoint), in process."""
 
     def __init__(self, cfg: DeviceConfig, init, settings, seed: int):
         self.golden_device = GoldenDevice(cfg)
@@ -312,6 +311,24 @@ class FloatBackend(Backend):
         self.rng.bit_generator.state = state["rng"]
         self.forward_passes = state["forward_passes"]
         self.opt.load_state(state["optimiser"], {k[4:]: v for k, v in arrays.items() if k.startswith("opt_")})
+
+
+def device_weights(init, cfg: DeviceConfig) -> list[np.ndarray]:
+    """(W, b) pairs in real units -> the device's [W | b] words, clipped into the weight range."""
+    lo, hi = (v / (1 << cfg.w_frac) for v in cfg.w_range)
+    return [quantize(np.clip(p, lo, hi), cfg.w_frac, cfg.w_bits, "initial weight") for p in join_params(init)]
+
+
+def random_problem(cfg: DeviceConfig, batch: int, seed: int, spread: float = 0.9):
+    """A network and a batch in the device's integer formats, for checking gateware and links: weights as
+    a training run starts them, inputs uniform on [-1, 1]^n0, targets uniform on [-0.8, 0.8].
+    Returns (params, x, t) as int64 arrays."""
+    rng = np.random.default_rng(seed)
+    spec = floatnet.FloatNetSpec(layers=cfg.layers, T=cfg.t_steps, leak_shift=cfg.leak_shift, theta=cfg.threshold)
+    params = device_weights(floatnet.init_params(spec, rng, spread=spread), cfg)
+    x = quantize(rng.uniform(-1, 1, size=(batch, cfg.layers[0])), cfg.x_frac, cfg.x_bits, "input")
+    t = quantize(rng.uniform(-0.8, 0.8, size=(batch, cfg.layers[-1])), cfg.w_frac, cfg.y_bits, "target")
+    return [np.asarray(p, np.int64) for p in params], np.asarray(x, np.int64), np.asarray(t, np.int64)
 
 
 def make_backend(name: str, cfg: DeviceConfig, settings, seed: int, link: LinkOptions | None = None) -> Backend:

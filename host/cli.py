@@ -136,13 +136,12 @@ def _device_config(a, default):
 
 
 def cmd_sim(a) -> int:
-    from rfsnn.sim import rtlsim
-    from rfsnn.sim.learner_sim import (compare_with_golden, firing_rates, ideal_cycles, make_steps, n_passes,
-                                       random_problem, simulate)
-
-    from rfsnn.sim.config import DeviceConfig
-
     from rfsnn.rtl.learner import Learner
+    from rfsnn.sim import rtlsim
+    from rfsnn.sim.contract.config import DeviceConfig
+    from rfsnn.sim.learner_sim import compare_with_golden, firing_rates, ideal_cycles, make_steps, n_passes, simulate
+
+    from .backends import random_problem
 
     cfg = _device_config(a, DeviceConfig())
     if not 1 <= a.batch <= cfg.max_batch:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rfsnn.sim.config import ConfigError, DeviceConfig
+from rfsnn.sim.contract.config import ConfigError, DeviceConfig
 
 
 class InputError(ValueError):

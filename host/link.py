@@ -1,12 +1,9 @@
-"""Both ends of the host link (docs/protocol.md), over the codec in host/protocol.py.
+"""The host's side of the link (docs/protocol.md), over the contract's codec (sim/contract/protocol.py).
 
-- `DeviceEndpoint`: the device's side in software: bytes in, reply bytes out, executing each request
-  as learner commands (rtl/commands.py) on an executor, normally `GoldenDevice.execute`. It is the
-  reference for the gateware dispatcher.
 - `Device`: the host's API (info, weights, batches, inference, training steps, counters) over any
   transport with `write(bytes)` and `read(timeout) -> bytes`; stop-and-wait with a timeout and
   bounded retries, which is safe because every request is idempotent.
-- `LoopbackTransport`: an in-process transport to a DeviceEndpoint.
+- `LoopbackTransport`: an in-process transport to a device's endpoint (sim.endpoint.DeviceEndpoint).
 """
 from __future__ import annotations
 
@@ -15,146 +12,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rfsnn.rtl.commands import INFO_FIELDS, Op, Reg, Status, counter_names, mode_bits, parse_info
-from rfsnn.sim.config import DeviceConfig, StepParams, forward_passes
+from rfsnn.sim.contract import protocol as P
+from rfsnn.sim.contract.commands import INFO_FIELDS, Reg, counter_names, mode_bits, parse_info
+from rfsnn.sim.contract.config import DeviceConfig, StepParams, forward_passes
+from rfsnn.sim.contract.protocol import LinkStatus
 
-from . import protocol as P
-from .protocol import Code, LinkStatus
-
-MASK64 = (1 << 64) - 1
-REFUSED_SEQ = 0xFF  # the SEQ of a reply to a frame that could not be read; hosts number frames 0..254
 
 
 class LinkError(RuntimeError):
     """The link failed: no valid reply after the retries, or the device refused a request."""
 
 
-def _signed(v: int, bits: int = 64) -> int:
-    return v - (1 << bits) if v >> (bits - 1) else v
-
-
-# ---- the device's side ------------------------------------------------------------------------------
-class DeviceEndpoint:
-    def __init__(self, execute, cfg: DeviceConfig, bulk=None):
-        """execute(op, index, data) -> (status, data): one learner command. bulk (optional): an object with
-        write_many, read_many and seek_param doing the same as repeated commands, faster (GoldenDevice)."""
-        self.execute, self.cfg, self.bulk = execute, cfg, bulk
-        self.vb = P.value_bytes(cfg)
-        self.deframer = P.Deframer()
-        self.steps_done = 0  # modulo 2**16, as STEP_COUNT reports it
-        self.stepped = False  # a step has run since reset: steps_done 0 may then be a wrap, not the start
-        self.last_losses = 0
-        self.frames = {"ok": 0, "refused": 0}
-
-    def receive(self, data: bytes) -> bytes:
-        out = bytearray()
-        for rx in self.deframer.feed(data):
-            if rx.payload is None:
-                self.frames["refused"] += 1
-                out += P.frame(P.encode_reply(REFUSED_SEQ, rx.status, 0, b""))
-            else:
-                out += P.frame(self._run(rx.payload))
-        return bytes(out)
-
-    def _run(self, payload: bytes) -> bytes:
-        try:
-            parsed = P.parse_requests(payload, self.vb)
-        except P.ParseError as e:
-            self.frames["refused"] += 1
-            return P.encode_reply(payload[0] if payload else REFUSED_SEQ, e.status, 0, b"")
-        self.frames["ok"] += 1
-        data = bytearray()
-        for done, req in enumerate(parsed.requests):
-            status, reply = self._request(req)
-            if status != LinkStatus.OK:
-                return P.encode_reply(parsed.seq, status, done, bytes(data))
-            data += reply
-        if parsed.unknown_at is not None:
-            return P.encode_reply(parsed.seq, LinkStatus.UNKNOWN, parsed.unknown_at, bytes(data))
-        return P.encode_reply(parsed.seq, LinkStatus.OK, len(parsed.requests), bytes(data))
-
-    def _cmd(self, op: Op, index: int = 0, value: int = 0) -> tuple[int, int]:
-        return self.execute(int(op), index, value & MASK64)
-
-    def _request(self, req: P.Request) -> tuple[LinkStatus, bytes]:
-        cfg, vb, c = self.cfg, self.vb, req.code
-        ok = LinkStatus.OK
-        if c == Code.NOP:
-            return ok, b""
-        if c in (Code.INFO, Code.SET, Code.SAMPLE_SEEK, Code.INFER, Code.READ_LOSS, Code.READ_STEP,
-                 Code.READ_COUNTER, Code.CLEAR_COUNTERS):
-            op = {Code.INFO: Op.INFO, Code.SET: Op.SET, Code.SAMPLE_SEEK: Op.SAMPLE_SEEK, Code.INFER: Op.INFER,
-                  Code.READ_LOSS: Op.READ_LOSS, Code.READ_STEP: Op.READ_STEP, Code.READ_COUNTER: Op.READ_COUNTER,
-                  Code.CLEAR_COUNTERS: Op.CLEAR_COUNTERS}[c]
-            if c == Code.SET:
-                status, d = self._cmd(op, req.args[0], req.args[1])
-            elif c == Code.SAMPLE_SEEK:
-                status, d = self._cmd(op, 0, req.args[0])
-            else:
-                status, d = self._cmd(op, req.args[0] if req.args else 0)
-            if status != Status.OK:
-                return LinkStatus(status), b""
-            n = req.reply_length(vb)
-            if c == Code.READ_STEP:
-                return ok, _signed(d).to_bytes(4, "little", signed=True)
-            return ok, (d & ((1 << (8 * n)) - 1)).to_bytes(n, "little") if n else b""
-        if c == Code.PARAM_SEEK:
-            layer, row, col = req.args
-            if layer >= cfg.n_layers or row >= cfg.layer_shapes[layer][0] or col > cfg.layer_shapes[layer][1]:
-                return LinkStatus.RANGE, b""
-            skip = sum(o * (i + 1) for o, i in cfg.layer_shapes[:layer]) + row * (cfg.layer_shapes[layer][1] + 1) + col
-            if self.bulk is not None:
-                self.bulk.seek_param(skip)
-                return ok, b""
-            self._cmd(Op.PARAM_REWIND)
-            for _ in range(skip):  # the pointer only walks forward (no division in the gateware)
-                self._cmd(Op.PARAM_READ)
-            return ok, b""
-        if c in (Code.PARAM_WRITE, Code.SAMPLE_WRITE):
-            op = Op.PARAM_WRITE if c == Code.PARAM_WRITE else Op.SAMPLE_WRITE
-            if self.bulk is not None:
-                status, _ = self.bulk.write_many(op, req.values)
-                return LinkStatus(status), b""
-            for v in req.values:
-                status, _ = self._cmd(op, 0, v)
-                if status != Status.OK:
-                    return LinkStatus(status), b""
-            return ok, b""
-        if c in (Code.PARAM_READ, Code.OUTPUT_READ):
-            op = Op.PARAM_READ if c == Code.PARAM_READ else Op.OUTPUT_READ
-            if self.bulk is not None:
-                status, vals = self.bulk.read_many(op, req.args[0])
-                if status != Status.OK:
-                    return LinkStatus(status), b""
-                return ok, P.encode_values(vals, vb)
-            out = bytearray()
-            for _ in range(req.args[0]):
-                status, d = self._cmd(op)
-                if status != Status.OK:
-                    return LinkStatus(status), b""
-                out += _signed(d).to_bytes(vb, "little", signed=True)
-            return ok, bytes(out)
-        if c == Code.TRAIN_STEP:
-            step = req.args[0]
-            if step == self.steps_done:
-                status, n = self._cmd(Op.TRAIN_STEP)
-                if status != Status.OK:
-                    return LinkStatus(status), b""
-                self.steps_done = (self.steps_done + 1) & 0xFFFF
-                self.stepped, self.last_losses = True, n
-                return ok, bytes([n, 0])
-            if self.stepped and step == (self.steps_done - 1) & 0xFFFF:
-                return ok, bytes([self.last_losses, 1])  # already run: a resent frame
-            return LinkStatus.RANGE, b""
-        if c == Code.STEP_COUNT:
-            return ok, self.steps_done.to_bytes(2, "little")
-        return LinkStatus.UNKNOWN, b""
-
-
 class LoopbackTransport:
-    """Host <-> DeviceEndpoint in one process (the golden device behind the real byte protocol)."""
+    """Host <-> a device endpoint in one process (the golden device behind the real byte protocol):
+    anything with receive(bytes) -> reply bytes."""
 
-    def __init__(self, endpoint: DeviceEndpoint):
+    def __init__(self, endpoint):
         self.endpoint = endpoint
         self._rx = bytearray()
         self.bytes_sent = self.bytes_received = 0
@@ -301,12 +174,12 @@ class Device:
         _Trouble is raised for a caller that knows how to recover.
         """
         n = len(frames)
-        seqs = [(self.seq + i) % REFUSED_SEQ for i in range(n)]
+        seqs = [(self.seq + i) % P.REFUSED_SEQ for i in range(n)]
         wires = [P.frame(P.encode_request_payload(q, f, self.vb)) for q, f in zip(seqs, frames)]
         try:
             return self._exchange(frames, seqs, wires, on_trouble)
         finally:
-            self.seq = (self.seq + n) % REFUSED_SEQ  # whatever happened, these numbers are used
+            self.seq = (self.seq + n) % P.REFUSED_SEQ  # whatever happened, these numbers are used
 
     def _exchange(self, frames, seqs, wires, on_trouble) -> list[list]:
         n = len(frames)
@@ -393,7 +266,7 @@ class Device:
         """File a reply under its SEQ for whoever waits for it; return the trouble it shows, if any."""
         if isinstance(r, str):
             return r
-        if r.seq == REFUSED_SEQ:  # the device could not read a frame of ours
+        if r.seq == P.REFUSED_SEQ:  # the device could not read a frame of ours
             return f"the device answered {r.status.name}"
         self._pending[r.seq] = r  # ours, a later frame's (pipelined), or a late reply to an earlier one
         return None

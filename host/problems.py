@@ -23,6 +23,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from rfsnn.sim.contract.fixed import format_number
+
 __all__ = [
     "BOX_TOLERANCE",
     "PROBLEMS",
@@ -50,14 +52,6 @@ BOX_TOLERANCE = 1e-12
 # --------------------------------------------------------------------------- #
 # Shared point checking (also used by rfsnn.host.dataset.validate_points)
 # --------------------------------------------------------------------------- #
-
-
-def format_number(v: float) -> str:
-    """Shortest exact text for a float, integers without '.0' (for error messages)."""
-    v = float(v)
-    if math.isfinite(v) and v == math.floor(v) and abs(v) < 2.0**53:
-        return str(int(v))
-    return repr(v)
 
 
 def check_points(

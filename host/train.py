@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rfsnn.sim.config import ConfigError, DeviceConfig, forward_passes
+from rfsnn.sim.contract.config import ConfigError, DeviceConfig, forward_passes, register_limits
 
 from . import optim
 from .backends import BACKENDS, DEVICE_BACKENDS, LinkOptions, make_backend, sigma_lsb
@@ -126,27 +126,28 @@ def _integer(v) -> bool:
 def check_settings(s: TrainSettings, cfg: DeviceConfig, n_train: int) -> None:
     """Refuse (InputError, naming the option and what it accepts) any setting the run cannot use."""
     device = s.backend in DEVICE_BACKENDS
+    limits = register_limits(cfg)  # what the device's registers take
 
     def refuse(option: str, value, accepted: str):
         raise InputError(f"{option} {value!r}: {accepted}")
 
     if not (_integer(s.steps) and s.steps >= 1):
         refuse("--steps", s.steps, "the number of training steps must be an integer >= 1")
-    top = min(n_train, cfg.max_batch) if device else n_train
+    top = min(n_train, limits["batch"][1]) if device else n_train
     if not (_integer(s.batch) and 1 <= s.batch <= top):
         refuse("--batch", s.batch, f"samples per step must be in 1..{top}"
                + (f" (the device holds {cfg.max_batch})" if device and top == cfg.max_batch else ""))
-    top = cfg.max_directions if device else 1 << 16
+    top = limits["directions"][1] if device else 1 << 16
     if not (_integer(s.directions) and 1 <= s.directions <= top):
         refuse("--directions", s.directions, f"K must be an integer in 1..{top}")
     if not _finite_positive(s.sigma):
         refuse("--sigma", s.sigma, "the perturbation scale must be a positive finite number, e.g. 0.015625")
     if device:
         lsb = 1.0 / (1 << cfg.w_frac)
-        most = (cfg.w_range[1] // 4) * lsb
-        if not lsb <= s.sigma <= most:
+        fewest, most = limits["sigma"]
+        if not fewest * lsb <= s.sigma <= most * lsb:
             refuse("--sigma", s.sigma, f"the device perturbs by whole weight LSBs: sigma must be in "
-                   f"[{lsb:g}, {most:g}] (1 to {cfg.w_range[1] // 4} LSBs of 2**-{cfg.w_frac})")
+                   f"[{fewest * lsb:g}, {most * lsb:g}] ({fewest} to {most} LSBs of 2**-{cfg.w_frac})")
     if s.lr is not None and not _finite_positive(s.lr):
         refuse("--lr", s.lr, "the learning rate must be a positive finite number")
     if s.lr_schedule not in optim.SCHEDULES:
@@ -165,7 +166,7 @@ def check_settings(s: TrainSettings, cfg: DeviceConfig, n_train: int) -> None:
         if value not in choices:
             refuse(option, value, f"one of {', '.join(choices)}")
     if device:  # the learning rate must give a step gain the device can hold, all along the schedule
-        from rfsnn.sim.config import gain_for
+        from rfsnn.sim.contract.config import gain_for
 
         lr0 = s.base_lr()
         per_layer = s.directions / cfg.n_layers if s.scope == "layerwise" else s.directions

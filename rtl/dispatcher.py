@@ -1,12 +1,12 @@
 """The link's request dispatcher: checked frames in, learner commands out, one reply per frame.
 
-The gateware form of rfsnn.host.link.DeviceEndpoint (docs/protocol.md), which is its reference:
+The gateware form of rfsnn.sim.endpoint.DeviceEndpoint (docs/protocol.md), which is its reference:
 - a frame's payload bytes are stored in a request buffer as the SLIP decoder delivers them; nothing
   runs until its verdict says the CRC matched (a refused frame is answered with SEQ 0xFF and the
   verdict's status, and changes nothing);
 - a first pass walks the requests and checks that each fits in the frame, and that their replies
   fit in one (BAD_LENGTH, nothing runs);
-- a second pass runs them in order as learner commands (rtl/commands.py), collecting reply data in a
+- a second pass runs them in order as learner commands (sim/contract/commands.py), collecting reply data in a
   reply buffer, and stops at the first refusal or an unknown code;
 - the reply is SEQ, STATUS, DONE and the buffered data. The header precedes the data but is known only
   at the end, hence the buffer.
@@ -22,23 +22,18 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from rfsnn.host.protocol import MAX_PAYLOAD, Code, value_bytes
-from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.contract.commands import Op, Status
+from rfsnn.sim.contract.config import DeviceConfig
+from rfsnn.sim.contract.protocol import MAX_PAYLOAD, REFUSED_SEQ, REQUESTS, Code, value_bytes
 
-from .commands import COMMAND, RESPONSE, Op, Status
+from .commands import COMMAND, RESPONSE
 from .framing import PAYLOAD_BYTE, FrameStatus, verdict_layout
 
-REFUSED_SEQ = 0xFF
-# Fixed argument bytes of each request; None: a count byte, then count values.
-ARG_BYTES = {Code.NOP: 0, Code.INFO: 1, Code.SET: 5, Code.PARAM_SEEK: 5, Code.PARAM_WRITE: None,
-             Code.PARAM_READ: 1, Code.SAMPLE_SEEK: 2, Code.SAMPLE_WRITE: None, Code.OUTPUT_READ: 1,
-             Code.INFER: 0, Code.TRAIN_STEP: 2, Code.READ_LOSS: 1, Code.READ_STEP: 1, Code.READ_COUNTER: 1,
-             Code.CLEAR_COUNTERS: 0, Code.STEP_COUNT: 0}
-REPLY_BYTES = {Code.INFO: 4, Code.INFER: 8, Code.TRAIN_STEP: 2, Code.READ_LOSS: 8, Code.READ_STEP: 4,
-               Code.READ_COUNTER: 8, Code.STEP_COUNT: 2}
-SIMPLE = {Code.INFO: Op.INFO, Code.SET: Op.SET, Code.SAMPLE_SEEK: Op.SAMPLE_SEEK, Code.INFER: Op.INFER,
-          Code.READ_LOSS: Op.READ_LOSS, Code.READ_STEP: Op.READ_STEP, Code.READ_COUNTER: Op.READ_COUNTER,
-          Code.CLEAR_COUNTERS: Op.CLEAR_COUNTERS}
+# From the contract's request table: fixed argument bytes (None: a count byte, then count values),
+# fixed reply bytes (the reads of values reply count x VB), and the requests that are one command.
+ARG_BYTES = {code: spec.arg_bytes for code, spec in REQUESTS.items()}
+REPLY_BYTES = {code: spec.reply_bytes for code, spec in REQUESTS.items() if spec.reply_bytes}
+SIMPLE = {code: spec.op for code, spec in REQUESTS.items() if spec.op is not None}
 
 
 class Dispatcher(wiring.Component):

@@ -20,7 +20,7 @@ from amaranth import Array, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.contract.config import DeviceConfig
 
 from .lfsr import NoiseLFSR
 from .perturb import FACTOR

@@ -1,6 +1,6 @@
 """SLIP framing with a CRC-32 for the host link (docs/protocol.md, "Framing"), in both directions.
 
-The reference behaviour is rfsnn.host.protocol: `SLIPEncoder` emits exactly `frame(payload)`, and
+The reference behaviour is rfsnn.sim.contract.protocol: `SLIPEncoder` emits exactly `frame(payload)`, and
 `SLIPDecoder` gives, frame by frame, the verdicts of `Deframer` (the same payload when it accepts a
 frame, the same status when it refuses one). Both stream: neither holds a frame, and the frame buffer (which the dispatcher needs anyway, since a
 request runs only after its whole frame has been checked) is the only place a frame is stored.
@@ -33,7 +33,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.crc import catalog
 from amaranth.lib.wiring import In, Out
 
-# RFC 1055 SLIP bytes (the same as rfsnn.host.protocol's; the tests check that).
+# RFC 1055 SLIP bytes (the same as rfsnn.sim.contract.protocol's; the tests check that).
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 CRC_BYTES = 4
 MAX_PAYLOAD = 255
@@ -49,7 +49,7 @@ def _reflected_poly(width: int, poly: int) -> int:
 
 
 class SerialCRC(wiring.Component):
-    """The link's CRC (CRC-32/ISO-HDLC, as rfsnn.host.protocol computes it), one bit per clock.
+    """The link's CRC (CRC-32/ISO-HDLC, as rfsnn.sim.contract.protocol computes it), one bit per clock.
 
     `start` (one clock) restarts it; a byte is taken on `valid` while `ready`, and `ready` is low for
     the 8 clocks it takes to shift it in (least significant bit first: the algorithm is reflected).
@@ -123,7 +123,7 @@ def verdict_layout(max_payload: int = MAX_PAYLOAD) -> data.StructLayout:
 
 
 class SLIPDecoder(wiring.Component):
-    """Wire bytes in, checked payloads out (rfsnn.host.protocol.Deframer in gateware).
+    """Wire bytes in, checked payloads out (rfsnn.sim.contract.protocol.Deframer in gateware).
 
     - `bytes`: the received bytes (from the UART receiver).
     - `payload`: the unstuffed payload bytes of each frame, in order, without the CRC; delivered before
@@ -233,7 +233,7 @@ class SLIPDecoder(wiring.Component):
 
 
 class SLIPEncoder(wiring.Component):
-    """Payload bytes in, one wire frame out (rfsnn.host.protocol.frame in gateware).
+    """Payload bytes in, one wire frame out (rfsnn.sim.contract.protocol.frame in gateware).
 
     - `payload`: the bytes of one payload (at least one), `last` on its final byte. The encoder takes
       them as it sends them; the next byte after `last` starts the next frame.

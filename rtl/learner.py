@@ -47,9 +47,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from rfsnn.sim.config import ConfigError, DeviceConfig
+from rfsnn.sim.contract.commands import Counter, Op, Reg, Status, info_words
+from rfsnn.sim.contract.config import ConfigError, DeviceConfig, register_limits
 
-from .commands import COMMAND, RESPONSE, Counter, Op, Reg, Status, info_words
+from .commands import COMMAND, RESPONSE
 from .factors import DirectionFactors
 from .fixed import rshift_round, saturate
 from .lif import LIFLanes
@@ -97,6 +98,7 @@ class Learner(wiring.Component):
         C0, CR = Ch[0], Ch[H]
         F = cfg.step_frac
         KMAX = cfg.max_directions
+        limits = register_limits(cfg)  # what SET accepts, register by register
         FPD = DirectionFactors.factors_per_direction(cfg)
         starts = DirectionFactors.slot_starts(cfg)
         s_shift = S.bit_length() - 1
@@ -424,12 +426,11 @@ class Learner(wiring.Component):
                             with m.Else():
                                 respond(status=Status.RANGE)
                         with m.Case(Op.SET):
+                            registers = {Reg.BATCH: batch, Reg.SEED: seed, Reg.DIRECTIONS: n_dirs, Reg.SIGMA: sigma,
+                                         Reg.GAIN_MANT: gain_mant, Reg.GAIN_SHIFT: gain_shift, Reg.CLIP: clip,
+                                         Reg.MODE: mode, Reg.LAYER_START: layer_start}
                             self._set_register(m, index, value, respond, {
-                                Reg.BATCH: (batch, 1, cfg.max_batch), Reg.SEED: (seed, 0, (1 << 32) - 1),
-                                Reg.DIRECTIONS: (n_dirs, 1, KMAX), Reg.SIGMA: (sigma, 1, cfg.w_range[1] // 4),
-                                Reg.GAIN_MANT: (gain_mant, 0, (1 << cfg.gain_bits) - 1),
-                                Reg.GAIN_SHIFT: (gain_shift, 1, 63), Reg.CLIP: (clip, 0, cfg.step_range[1]),
-                                Reg.MODE: (mode, 0, 15), Reg.LAYER_START: (layer_start, 0, L - 1)})
+                                reg: (registers[reg], *limits[reg.name.lower()]) for reg in Reg})
                         with m.Case(Op.PARAM_REWIND):
                             walker_reset()
                             respond()

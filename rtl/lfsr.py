@@ -3,7 +3,7 @@
 Leap-forward: the register is the contract's Galois LFSR, but each clock it advances `lanes` steps at
 once, and the `lanes` stream bits of those steps are parities of the current state under fixed masks.
 Both the masks and the lanes-step transition are computed here at elaboration from the golden model's
-own tables (rfsnn.sim.lfsr), so the gateware cannot drift from the contract. Cost: one XOR tree per
+own tables (rfsnn.sim.contract.lfsr), so the gateware cannot drift from the contract. Cost: one XOR tree per
 output bit and per state bit, no extra state.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rfsnn.sim import lfsr as model
-from rfsnn.sim.config import MAXIMAL_TAPS, ZERO_SEED_SUBSTITUTE
+from rfsnn.sim.contract import lfsr as model
+from rfsnn.sim.contract.config import MAXIMAL_TAPS, ZERO_SEED_SUBSTITUTE
 
 
 def leap_matrix(width: int, taps: int, lanes: int) -> list[int]:

@@ -22,7 +22,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.contract.config import DeviceConfig
+from rfsnn.sim.contract.protocol import RX_WINDOW
 
 from .dispatcher import Dispatcher
 from .framing import SLIPDecoder, SLIPEncoder
@@ -30,7 +31,9 @@ from .learner import Learner
 from .uart import UART
 
 
-RX_FIFO_DEPTH = 512  # bytes: one iCE40 block RAM; two frames of the longest kind
+# The receive FIFO is the device's receive window (bytes of frames a host may have in flight): one
+# iCE40 block RAM, two frames of the longest kind.
+RX_FIFO_DEPTH = RX_WINDOW
 
 
 class DeviceCore(wiring.Component):

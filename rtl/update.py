@@ -20,7 +20,7 @@ from amaranth import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.contract.config import DeviceConfig
 
 from .fixed import saturate
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import lfsr
-from .config import ConfigError, DeviceConfig, StepParams
+from .contract import lfsr
+from .contract.config import ConfigError, DeviceConfig, StepParams
 
 
 # ---- fixed-point primitives (each one is a sentence of docs/fixed-point.md) ----------------------

@@ -10,16 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from rfsnn.rtl.commands import Mode, Op, Reg, Status, info_words
-from rfsnn.sim.config import DeviceConfig, StepParams
-from rfsnn.sim.golden import GoldenModel
-
-MASK64 = (1 << 64) - 1
-
-
-def _fits_signed(value: int, bits: int) -> bool:
-    v = value - (1 << 64) if value >> 63 else value
-    return -(1 << (bits - 1)) <= v < (1 << (bits - 1))
+from .contract.commands import Mode, Op, Reg, Status, info_words
+from .contract.config import DeviceConfig, StepParams, register_limits
+from .contract.fixed import MASK64, fits_signed, signed64
+from .golden import GoldenModel
 
 
 class GoldenDevice:
@@ -36,10 +30,7 @@ class GoldenDevice:
         self.steps = [0] * cfg.max_directions
         self.regs = {Reg.BATCH: 1, Reg.SEED: 0, Reg.DIRECTIONS: 1, Reg.SIGMA: 64, Reg.GAIN_MANT: 0,
                      Reg.GAIN_SHIFT: 1, Reg.CLIP: 0, Reg.MODE: 0, Reg.LAYER_START: 0}
-        self.limits = {Reg.BATCH: (1, cfg.max_batch), Reg.SEED: (0, (1 << 32) - 1),
-                       Reg.DIRECTIONS: (1, cfg.max_directions), Reg.SIGMA: (1, cfg.w_range[1] // 4),
-                       Reg.GAIN_MANT: (0, (1 << cfg.gain_bits) - 1), Reg.GAIN_SHIFT: (1, 63),
-                       Reg.CLIP: (0, cfg.step_range[1]), Reg.MODE: (0, 15), Reg.LAYER_START: (0, cfg.n_layers - 1)}
+        self.limits = {Reg[name.upper()]: limits for name, limits in register_limits(cfg).items()}
         self.counters = {"synaptic_ops": 0, "spikes": [0] * (len(cfg.layers) - 2)}
         self.param_pos = 0  # canonical index of the parameter pointer
         self.sample, self.field, self.out_field = 0, 0, 0
@@ -87,9 +78,9 @@ class GoldenDevice:
             l, k = self._param_slot(self.param_pos)
             flat = self.params[l].reshape(-1)
             if op == Op.PARAM_WRITE:
-                if not _fits_signed(data, cfg.w_bits):
+                if not fits_signed(data, cfg.w_bits):
                     return refuse
-                flat[k] = data - (1 << 64) if data >> 63 else data
+                flat[k] = signed64(data)
                 self.param_pos += 1
                 return ok()
             self.param_pos += 1
@@ -102,9 +93,9 @@ class GoldenDevice:
         if op == Op.SAMPLE_WRITE:
             n0, nL = cfg.layers[0], cfg.layers[-1]
             is_x = self.field < n0
-            if self.sample >= cfg.max_batch or not _fits_signed(data, cfg.x_bits if is_x else cfg.y_bits):
+            if self.sample >= cfg.max_batch or not fits_signed(data, cfg.x_bits if is_x else cfg.y_bits):
                 return refuse
-            v = data - (1 << 64) if data >> 63 else data
+            v = signed64(data)
             if is_x:
                 self.x[self.sample, self.field] = v
             else:
@@ -201,7 +192,7 @@ class GoldenDevice:
             status, d = self.execute(op, 0, 0)
             if status != Status.OK:
                 return status, out
-            out.append(d - (1 << 64) if d >> 63 else d)
+            out.append(signed64(d))
         return Status.OK, out
 
     def seek_param(self, position: int) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DeviceConfig, StepParams, forward_passes
+from .contract.config import DeviceConfig, StepParams, forward_passes
 from .golden import GoldenModel, StepResult
 
 TOPLEVEL = "learner"
@@ -88,26 +88,6 @@ def rough_cycles(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, batch:
     return passes * (groups * per_group + draw + 16) + update
 
 
-# ---- a test network ----------------------------------------------------------------------------------
-def random_problem(cfg: DeviceConfig, batch: int, seed: int, spread: float = 0.9):
-    """A network and a batch in the device's integer formats: weights from host.floatnet.init_params
-    (hidden neurons on the sloped part of their rate curves) quantised like the golden backend does,
-    inputs uniform on [-1, 1]^n0, targets uniform on [-0.8, 0.8]. Returns (params, x, t)."""
-    from rfsnn.host import floatnet
-    from rfsnn.host.dataset import quantize
-
-    from .golden import join_params
-
-    rng = np.random.default_rng(seed)
-    spec = floatnet.FloatNetSpec(layers=cfg.layers, T=cfg.t_steps, leak_shift=cfg.leak_shift, theta=cfg.threshold)
-    init = floatnet.init_params(spec, rng, spread=spread)
-    wlo, whi = (v / (1 << cfg.w_frac) for v in cfg.w_range)
-    params = [quantize(np.clip(p, wlo, whi), cfg.w_frac, cfg.w_bits, "initial weight") for p in join_params(init)]
-    x = quantize(rng.uniform(-1, 1, size=(batch, cfg.layers[0])), cfg.x_frac, cfg.x_bits, "input")
-    t = quantize(rng.uniform(-0.8, 0.8, size=(batch, cfg.layers[-1])), cfg.w_frac, cfg.y_bits, "target")
-    return [np.asarray(p, np.int64) for p in params], np.asarray(x, np.int64), np.asarray(t, np.int64)
-
-
 def firing_rates(cfg: DeviceConfig, params, x) -> list[float]:
     """Mean firing rate (spikes per neuron per time step, over the batch) of each hidden layer (golden)."""
     g = GoldenModel(cfg)
@@ -121,7 +101,7 @@ def make_steps(cfg: DeviceConfig, batch: int, n: int, seed: int = 0, directions:
     """n training steps as the golden backend sends them: seeds from `seed`, the gain from gain_for (lr
     is the float learning rate; layer-wise scope divides K by the number of layers), sigma and clip in
     real weight units (the training defaults: 2^-6 and 2^-9), layer_start advancing by K per step."""
-    from .config import gain_for
+    from .contract.config import gain_for
 
     rng = np.random.default_rng([seed, 0x5EED])
     sigma_lsb = max(1, int(round(sigma * (1 << cfg.w_frac))))

@@ -11,18 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rfsnn.rtl.commands import INFO_FIELDS, Counter, Op, Reg, Status, counter_names, mode_bits, parse_info
-from rfsnn.sim.config import DeviceConfig, StepParams
-
-MASK64 = (1 << 64) - 1
+from .contract.commands import INFO_FIELDS, Counter, Op, Reg, Status, counter_names, mode_bits, parse_info
+from .contract.config import DeviceConfig, StepParams
+from .contract.fixed import MASK64, signed64
 
 
 class DeviceError(RuntimeError):
     """The device answered a command with an error status."""
-
-
-def signed64(v: int) -> int:
-    return v - (1 << 64) if v >> 63 else v
 
 
 @dataclass

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DeviceConfig
+from .contract.config import DeviceConfig
 
 TOPLEVEL = "rfsnn_board"
 PORT_PREFIX = "port: "

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from amaranth.sim import Simulator
 
-from rfsnn.rtl.commands import Op
+from rfsnn.host.backends import random_problem  # noqa: F401  (the tests' problems)
 from rfsnn.rtl.learner import Learner
-from rfsnn.sim.config import DeviceConfig, StepParams
+from rfsnn.sim.contract.commands import Op
+from rfsnn.sim.contract.config import DeviceConfig, StepParams
 from rfsnn.sim.golden import GoldenModel
-from rfsnn.sim.learner_sim import random_problem  # noqa: F401  (the tests' problems)
 from rfsnn.sim.session import LearnerSession
 
 

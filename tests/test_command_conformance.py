@@ -3,8 +3,8 @@
 Only the clock counters differ (the software device has no clock)."""
 import numpy as np
 
-from rfsnn.rtl.commands import INFO_FIELDS, Counter, Op, Reg, mode_bits
-from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.contract.commands import INFO_FIELDS, Counter, Op, Reg, mode_bits
+from rfsnn.sim.contract.config import DeviceConfig
 from rfsnn.sim.golden_device import GoldenDevice
 
 from learnersim import random_problem, run_learner

@@ -7,14 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rfsnn.host.dataset import (
-    Dataset,
-    Scaler,
-    dequantize,
-    quantize,
-    representable_range,
-    validate_points,
-)
+from rfsnn.host.dataset import Dataset, Scaler, validate_points
+from rfsnn.sim.contract.fixed import dequantize, quantize, representable_range
 from rfsnn.host.problems import PROBLEMS, get_problem
 
 # --------------------------------------------------------------------------- quantize

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from rfsnn.sim import lfsr
-from rfsnn.sim.config import ConfigError, DeviceConfig, StepParams
+from rfsnn.sim.contract import lfsr
+from rfsnn.sim.contract.config import ConfigError, DeviceConfig, StepParams
 from rfsnn.sim.golden import GoldenModel, first_layer_trains, join_params, split_params
 
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from rfsnn.sim import lfsr
-from rfsnn.sim.config import MAXIMAL_TAPS, ZERO_SEED_SUBSTITUTE
+from rfsnn.sim.contract import lfsr
+from rfsnn.sim.contract.config import MAXIMAL_TAPS, ZERO_SEED_SUBSTITUTE
 
 
 @settings(max_examples=50, deadline=None)

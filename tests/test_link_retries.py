@@ -8,12 +8,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rfsnn.host import protocol as P
-from rfsnn.host.link import DRAIN_TIMEOUTS, Device, DeviceEndpoint, LinkError, LoopbackTransport
-from rfsnn.host.ptyserve import PtyServer
-from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.contract import protocol as P
+from rfsnn.host.link import DRAIN_TIMEOUTS, Device, LinkError, LoopbackTransport
+from rfsnn.sim.endpoint import DeviceEndpoint
+from rfsnn.sim.ptyserve import PtyServer
+from rfsnn.sim.contract.config import DeviceConfig
 from rfsnn.sim.golden_device import GoldenDevice
-from rfsnn.sim.learner_sim import make_steps, random_problem
+from rfsnn.host.backends import random_problem
+from rfsnn.sim.learner_sim import make_steps
 
 CFG = DeviceConfig(layers=(2, 6, 5, 2), t_steps=8, max_batch=64, max_directions=8)
 

@@ -7,12 +7,13 @@ import time
 import numpy as np
 import pytest
 
-from rfsnn.host import protocol as P
-from rfsnn.host.link import Device, DeviceEndpoint, LinkError, SerialTransport
-from rfsnn.host.ptyserve import PtyServer
-from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.contract import protocol as P
+from rfsnn.host.link import Device, LinkError, SerialTransport
+from rfsnn.sim.endpoint import DeviceEndpoint
+from rfsnn.sim.ptyserve import PtyServer
+from rfsnn.sim.contract.config import DeviceConfig
 from rfsnn.sim.golden_device import GoldenDevice
-from rfsnn.sim.learner_sim import random_problem
+from rfsnn.host.backends import random_problem
 
 CFG = DeviceConfig(layers=(2, 6, 5, 2), t_steps=8, max_batch=64, max_directions=8)
 TIMEOUT = 0.2

@@ -7,12 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rfsnn.host import protocol as P
-from rfsnn.host.link import Device, DeviceEndpoint, LinkError, LoopbackTransport
-from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.contract import protocol as P
+from rfsnn.host.link import Device, LinkError, LoopbackTransport
+from rfsnn.sim.endpoint import DeviceEndpoint
+from rfsnn.sim.contract.config import DeviceConfig
 from rfsnn.sim.golden import GoldenModel
 from rfsnn.sim.golden_device import GoldenDevice
-from rfsnn.sim.learner_sim import make_steps, random_problem
+from rfsnn.host.backends import random_problem
+from rfsnn.sim.learner_sim import make_steps
 
 CFG = DeviceConfig(layers=(2, 6, 5, 2), t_steps=8, max_batch=64, max_directions=8)
 
@@ -193,7 +195,7 @@ def test_info_and_read_weights_over_a_serial_port(tmp_path, capsys):
     import json
 
     from rfsnn.host import cli
-    from rfsnn.host.ptyserve import PtyServer
+    from rfsnn.sim.ptyserve import PtyServer
 
     gd = GoldenDevice(CFG)
     params, _, _ = random_problem(CFG, 1, seed=6)

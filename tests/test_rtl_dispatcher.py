@@ -1,18 +1,19 @@
 """rtl.dispatcher.Dispatcher + rtl.learner.Learner answer request frames exactly as the software device
-(host.link.DeviceEndpoint over sim.golden_device.GoldenDevice) does, reply for reply."""
+(sim.endpoint.DeviceEndpoint over sim.golden_device.GoldenDevice) does, reply for reply."""
 import numpy as np
 from amaranth import Module
 from amaranth.lib import stream, wiring
 from amaranth.sim import Simulator
 
-from rfsnn.host import protocol as P
-from rfsnn.host.link import DeviceEndpoint
+from rfsnn.sim.contract import protocol as P
+from rfsnn.sim.endpoint import DeviceEndpoint
 from rfsnn.rtl.dispatcher import Dispatcher
 from rfsnn.rtl.framing import PAYLOAD_BYTE, FrameStatus, verdict_layout
 from rfsnn.rtl.learner import Learner
-from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.contract.config import DeviceConfig
 from rfsnn.sim.golden_device import GoldenDevice
-from rfsnn.sim.learner_sim import make_steps, random_problem
+from rfsnn.host.backends import random_problem
+from rfsnn.sim.learner_sim import make_steps
 
 CFG = DeviceConfig(layers=(2, 5, 2), t_steps=8, max_batch=16, max_directions=4)
 

@@ -3,7 +3,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from rfsnn.rtl.factors import DirectionFactors
-from rfsnn.sim.config import DeviceConfig, StepParams
+from rfsnn.sim.contract.config import DeviceConfig, StepParams
 from rfsnn.sim.golden import GoldenModel
 
 

@@ -1,4 +1,4 @@
-"""rtl.framing against the host's codec (rfsnn.host.protocol), in Amaranth's simulator.
+"""rtl.framing against the host's codec (rfsnn.sim.contract.protocol), in Amaranth's simulator.
 
 The encoder must emit `frame(payload)` byte for byte; the decoder must give, frame by frame, the
 verdicts of `Deframer` on any byte stream (good frames, damaged ones, garbage), and deliver exactly
@@ -15,7 +15,7 @@ from amaranth.sim import Simulator
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from rfsnn.host import protocol as P
+from rfsnn.sim.contract import protocol as P
 from rfsnn.rtl import framing
 from rfsnn.rtl.framing import FrameStatus, SLIPDecoder, SLIPEncoder
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rfsnn.rtl.commands import Op, Reg, Status
-from rfsnn.sim.config import ConfigError, DeviceConfig, StepParams
+from rfsnn.sim.contract.commands import Op, Reg, Status
+from rfsnn.sim.contract.config import ConfigError, DeviceConfig, StepParams
 from rfsnn.sim.session import DeviceError
 
 from learnersim import assert_matches_golden, random_problem, run_learner

@@ -16,8 +16,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from rfsnn.sim.config import DeviceConfig, StepParams, gain_for
-from rfsnn.sim.learner_sim import compare_with_golden, random_problem, simulate_runs
+from rfsnn.sim.contract.config import DeviceConfig, StepParams, gain_for
+from rfsnn.host.backends import random_problem
+from rfsnn.sim.learner_sim import compare_with_golden, simulate_runs
 
 from simulators import require
 

@@ -5,8 +5,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from rfsnn.rtl.lfsr import NoiseLFSR
-from rfsnn.sim import lfsr as model
-from rfsnn.sim.config import MAXIMAL_TAPS
+from rfsnn.sim.contract import lfsr as model
+from rfsnn.sim.contract.config import MAXIMAL_TAPS
 
 from simulators import require
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from rfsnn.rtl.lif import LIFLanes
-from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.contract.config import DeviceConfig
 from rfsnn.sim.golden import lif_update
 
 from combsim import responses

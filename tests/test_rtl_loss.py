@@ -4,7 +4,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from rfsnn.rtl.loss import LossAccumulator
-from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.contract.config import DeviceConfig
 
 
 @pytest.mark.parametrize("loss_bits", [48, 36])

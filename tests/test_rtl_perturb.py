@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from rfsnn.rtl.perturb import PerturbedRead
-from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.contract.config import DeviceConfig
 from rfsnn.sim.golden import perturbed
 
 from combsim import responses

@@ -3,13 +3,14 @@ real UART, SLIP decoder, dispatcher, learner and encoder, compared with the soft
 import numpy as np
 from amaranth.sim import Simulator
 
-from rfsnn.host import protocol as P
-from rfsnn.host.link import DeviceEndpoint
+from rfsnn.sim.contract import protocol as P
+from rfsnn.sim.endpoint import DeviceEndpoint
 from rfsnn.rtl.top import DeviceTop
 from rfsnn.rtl.uart import line_bits
-from rfsnn.sim.config import DeviceConfig
+from rfsnn.sim.contract.config import DeviceConfig
 from rfsnn.sim.golden_device import GoldenDevice
-from rfsnn.sim.learner_sim import make_steps, random_problem
+from rfsnn.host.backends import random_problem
+from rfsnn.sim.learner_sim import make_steps
 
 CFG = DeviceConfig(layers=(2, 4, 1), t_steps=4, max_batch=8, max_directions=2)
 DIVISOR = 4  # 3 Mbaud at 12 MHz: the tightest bit time the UART is built for

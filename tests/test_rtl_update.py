@@ -5,7 +5,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from rfsnn.rtl.update import StepUnit, UpdateLanes, delta_bits
-from rfsnn.sim.config import DeviceConfig, StepParams
+from rfsnn.sim.contract.config import DeviceConfig, StepParams
 from rfsnn.sim.golden import apply_update, step_value
 
 from combsim import responses

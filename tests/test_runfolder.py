@@ -266,8 +266,8 @@ def test_a_killed_run_on_a_board_resumes_on_it(tmp_path):
     """--backend serial against a device behind a real pseudo-terminal (the golden device, which computes
     what the gateware computes): kill -9 of the host mid-run, `--resume` with the same port, and the
     weights are those of the uninterrupted run (which on the golden backend are the same bits)."""
-    from rfsnn.host.link import DeviceEndpoint
-    from rfsnn.host.ptyserve import PtyServer
+    from rfsnn.sim.endpoint import DeviceEndpoint
+    from rfsnn.sim.ptyserve import PtyServer
     from rfsnn.sim.golden_device import GoldenDevice
 
     steps = 600

@@ -119,7 +119,7 @@ def test_golden_backend_through_the_link_equals_direct_golden_steps(monkeypatch)
     those of the golden model called directly with the same step parameters and batches."""
     from rfsnn.host import link
     from rfsnn.host.backends import make_backend
-    from rfsnn.host.dataset import quantize
+    from rfsnn.sim.contract.fixed import quantize
     from rfsnn.sim.golden import GoldenModel
 
     sent = []

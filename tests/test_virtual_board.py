@@ -10,12 +10,13 @@ import json
 import numpy as np
 import pytest
 
-from rfsnn.host import protocol as P
+from rfsnn.sim.contract import protocol as P
 from rfsnn.host.backends import LinkOptions
 from rfsnn.host.link import Device, LinkError, SerialTransport
 from rfsnn.host.runfolder import RUN_ID_KEY, STATE_KEY
 from rfsnn.host.train import settings_for, train
-from rfsnn.sim.learner_sim import make_steps, random_problem
+from rfsnn.host.backends import random_problem
+from rfsnn.sim.learner_sim import make_steps
 from rfsnn.sim.virtual_board import BoardSpec, VirtualBoard
 
 from simulators import require
@@ -76,7 +77,8 @@ def saved_arrays(npz) -> dict:
 
 
 def golden_device():
-    from rfsnn.host.link import DeviceEndpoint, LoopbackTransport
+    from rfsnn.host.link import LoopbackTransport
+    from rfsnn.sim.endpoint import DeviceEndpoint
     from rfsnn.sim.golden_device import GoldenDevice
 
     gd = GoldenDevice(CFG)

@@ -13,7 +13,7 @@ mismatch does not fail this test (a device error, a hang or a refused command do
 
 Port mapping: Amaranth exports a stream's struct payload as one flat port, fields packed from bit 0 in
 declaration order (cmd__payload = {data, index, op}, rsp__payload = {data, status}); the offsets are
-taken from the layouts in rfsnn.rtl.commands.
+taken from the layouts in rfsnn.sim.contract.commands.
 
 Timing: rsp__ready is held high, so every response is valid for exactly one clock. A command is put on
 cmd__payload at a falling edge and cmd__valid stays high until its response is read; the Learner
@@ -34,8 +34,9 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, RisingEdge, Timer, with_timeout
 
-from rfsnn.rtl.commands import COMMAND, RESPONSE, Op
-from rfsnn.sim.config import DeviceConfig, StepParams
+from rfsnn.rtl.commands import COMMAND, RESPONSE
+from rfsnn.sim.contract.commands import Op
+from rfsnn.sim.contract.config import DeviceConfig, StepParams
 from rfsnn.sim.session import LearnerSession
 
 PERIOD_NS = 10

@@ -10,8 +10,8 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
-from rfsnn.sim import lfsr as model
-from rfsnn.sim.config import MAXIMAL_TAPS
+from rfsnn.sim.contract import lfsr as model
+from rfsnn.sim.contract.config import MAXIMAL_TAPS
 
 
 @cocotb.test()

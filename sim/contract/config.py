@@ -218,29 +218,37 @@ class StepParams:
     stochastic_rounding: bool = True
 
     def validate(self, cfg: DeviceConfig) -> None:
-        if not 1 <= self.directions <= cfg.max_directions:
-            raise ConfigError(f"directions must be in 1..{cfg.max_directions}, got {self.directions}")
         if self.noise not in NOISE_KINDS:
             raise ConfigError(f"noise must be one of {NOISE_KINDS}, got {self.noise!r}")
         if self.difference not in DIFFERENCES:
             raise ConfigError(f"difference must be one of {DIFFERENCES}, got {self.difference!r}")
         if self.scope not in SCOPES:
             raise ConfigError(f"scope must be one of {SCOPES}, got {self.scope!r}")
-        if not 1 <= self.sigma <= cfg.w_range[1] // 4:
-            raise ConfigError(f"sigma must be in 1..{cfg.w_range[1] // 4} weight LSBs, got {self.sigma}")
-        if not 0 <= self.gain_mant < (1 << cfg.gain_bits):
-            raise ConfigError(f"gain_mant must fit {cfg.gain_bits} bits, got {self.gain_mant}")
-        if not 1 <= self.gain_shift <= 63:
-            raise ConfigError(f"gain_shift must be in 1..63, got {self.gain_shift}")
-        if not 0 <= self.clip <= cfg.step_range[1]:
-            raise ConfigError(f"clip must be in 0..{cfg.step_range[1]}, got {self.clip}")
-        if not 0 <= self.layer_start < cfg.n_layers:
-            raise ConfigError(f"layer_start must be in 0..{cfg.n_layers - 1}, got {self.layer_start}")
-        if not 0 <= self.seed < (1 << 32):
-            raise ConfigError(f"seed must be a 32-bit unsigned integer, got {self.seed}")
+        limits = register_limits(cfg)
+        for name in ("directions", "sigma", "gain_mant", "gain_shift", "clip", "layer_start", "seed"):
+            lo, hi = limits[name]
+            if not lo <= getattr(self, name) <= hi:
+                raise ConfigError(f"{name} must be in {lo}..{hi}, got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def register_limits(cfg: DeviceConfig) -> dict[str, tuple[int, int]]:
+    """The values each step register takes, inclusive, by the name of its StepParams field ("batch" and
+    "mode" besides): what StepParams.validate checks, and what both devices refuse with RANGE (the
+    gateware's SET, GoldenDevice's). The registers themselves are contract.commands.Reg."""
+    return {
+        "batch": (1, cfg.max_batch),
+        "seed": (0, (1 << 32) - 1),  # zero is replaced by ZERO_SEED_SUBSTITUTE
+        "directions": (1, cfg.max_directions),
+        "sigma": (1, cfg.w_range[1] // 4),  # in weight LSBs
+        "gain_mant": (0, (1 << cfg.gain_bits) - 1),
+        "gain_shift": (1, 63),
+        "clip": (0, cfg.step_range[1]),
+        "mode": (0, 15),  # the four contract.commands.Mode flags
+        "layer_start": (0, cfg.n_layers - 1),
+    }
 
 
 def forward_passes(directions: int, difference: str) -> int:

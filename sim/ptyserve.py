@@ -2,7 +2,7 @@
 
 `serve(endpoint)` opens a pty pair, announces the terminal's path (a line `port: /dev/pts/N`), and
 forwards bytes between the terminal and `endpoint.receive(bytes) -> reply bytes` until stopped. The
-endpoint is anything with that method: the golden device behind host.link.DeviceEndpoint (used by the
+endpoint is anything with that method: the golden device behind sim.endpoint.DeviceEndpoint (used by the
 tests), or a simulated board.
 
 The server behaves like a board on a cable: clients may close the terminal and open it again, an

@@ -2,8 +2,9 @@
 
 - framing: `frame(payload)` -> wire bytes (SLIP, CRC-32); `Deframer.feed(bytes)` -> checked payloads
   or the reason a frame was refused;
-- requests: `Request` values (built by the helpers below), `encode_request_frame`, and on the device
-  side `parse_requests`; replies: `encode_reply`, `decode_reply`, `Request.decode_data`.
+- requests: `REQUESTS` (what each code carries and returns), `Request` values (built by the helpers
+  below), `encode_request_payload`, and on the device side `parse_requests`; replies: `encode_reply`,
+  `decode_reply`, `Request.decode_data`.
 """
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from enum import IntEnum
 
 import numpy as np
 
+from .commands import Op
+
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 MAX_PAYLOAD = 255
 RX_WINDOW = 512  # bytes of frames a device buffers while it works: a host keeps at most this many in flight
 CRC_BYTES = 4
+REFUSED_SEQ = 0xFF  # the SEQ of a reply to a frame that could not be read; hosts number frames 0..254
 
 
 class Code(IntEnum):
@@ -48,14 +52,40 @@ class LinkStatus(IntEnum):
     BUSY = 5
 
 
-# Arguments of each request: a tuple of (name, bytes, signed); "values" is a count u8 then count values.
-_ARGS = {
-    Code.NOP: (), Code.INFO: (("field", 1),), Code.SET: (("register", 1), ("value", 4)),
-    Code.PARAM_SEEK: (("layer", 1), ("row", 2), ("col", 2)), Code.PARAM_WRITE: "values", Code.PARAM_READ: (("count", 1),),
-    Code.SAMPLE_SEEK: (("sample", 2),), Code.SAMPLE_WRITE: "values", Code.OUTPUT_READ: (("count", 1),),
-    Code.INFER: (), Code.TRAIN_STEP: (("step", 2),), Code.READ_LOSS: (("index", 1),),
-    Code.READ_STEP: (("index", 1),), Code.READ_COUNTER: (("index", 1),), Code.CLEAR_COUNTERS: (),
-    Code.STEP_COUNT: (),
+VALUES = "values"  # a request that carries a count byte, then count values of VB bytes each
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """What a request code carries and returns: the one table the host codec, the software device and
+    the gateware dispatcher (rtl/dispatcher.py) all build from."""
+    args: tuple[tuple[str, int], ...] | str  # (name, bytes) of each unsigned little-endian argument, or VALUES
+    reply_bytes: int | None  # bytes of reply data; None: count x VB (the reads of values)
+    op: Op | None = None  # the one learner command a simple request becomes (None: the device decides)
+
+    @property
+    def arg_bytes(self) -> int | None:
+        """Fixed argument bytes after the code; None for a VALUES request."""
+        return None if self.args == VALUES else sum(n for _, n in self.args)
+
+
+REQUESTS = {
+    Code.NOP: RequestSpec((), 0),
+    Code.INFO: RequestSpec((("field", 1),), 4, Op.INFO),
+    Code.SET: RequestSpec((("register", 1), ("value", 4)), 0, Op.SET),
+    Code.PARAM_SEEK: RequestSpec((("layer", 1), ("row", 2), ("col", 2)), 0),
+    Code.PARAM_WRITE: RequestSpec(VALUES, 0),
+    Code.PARAM_READ: RequestSpec((("count", 1),), None),
+    Code.SAMPLE_SEEK: RequestSpec((("sample", 2),), 0, Op.SAMPLE_SEEK),
+    Code.SAMPLE_WRITE: RequestSpec(VALUES, 0),
+    Code.OUTPUT_READ: RequestSpec((("count", 1),), None),
+    Code.INFER: RequestSpec((), 8, Op.INFER),
+    Code.TRAIN_STEP: RequestSpec((("step", 2),), 2),
+    Code.READ_LOSS: RequestSpec((("index", 1),), 8, Op.READ_LOSS),
+    Code.READ_STEP: RequestSpec((("index", 1),), 4, Op.READ_STEP),
+    Code.READ_COUNTER: RequestSpec((("index", 1),), 8, Op.READ_COUNTER),
+    Code.CLEAR_COUNTERS: RequestSpec((), 0, Op.CLEAR_COUNTERS),
+    Code.STEP_COUNT: RequestSpec((), 2),
 }
 
 
@@ -210,9 +240,9 @@ class Request:
     values: tuple = ()  # PARAM_WRITE / SAMPLE_WRITE
 
     def encode(self, vb: int) -> bytes:
-        spec = _ARGS[self.code]
+        spec = REQUESTS[self.code].args
         out = bytearray([self.code])
-        if spec == "values":
+        if spec == VALUES:
             out.append(len(self.values))
             out += encode_values(self.values, vb)
         else:
@@ -221,20 +251,8 @@ class Request:
         return bytes(out)
 
     def reply_length(self, vb: int) -> int:
-        c = self.code
-        if c in (Code.INFO,):
-            return 4
-        if c in (Code.PARAM_READ, Code.OUTPUT_READ):
-            return self.args[0] * vb
-        if c in (Code.INFER, Code.READ_LOSS, Code.READ_COUNTER):
-            return 8
-        if c == Code.TRAIN_STEP:
-            return 2
-        if c == Code.READ_STEP:
-            return 4
-        if c == Code.STEP_COUNT:
-            return 2
-        return 0
+        n = REQUESTS[self.code].reply_bytes
+        return self.args[0] * vb if n is None else n
 
     def decode_data(self, data: bytes, vb: int):
         """The reply data of this request as Python values."""
@@ -307,8 +325,8 @@ def parse_requests(payload: bytes, vb: int) -> Parsed:
             return out
         code = Code(code)
         pos += 1
-        spec = _ARGS[code]
-        if spec == "values":
+        spec = REQUESTS[code].args
+        if spec == VALUES:
             if pos >= len(payload):
                 raise ParseError(LinkStatus.BAD_LENGTH, f"{code.name}: no count")
             n = payload[pos]
