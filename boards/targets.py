@@ -22,7 +22,7 @@ class BoardTarget:
     baud: int = 3_000_000
     programmer: tuple[str, ...] = ("openFPGALoader",)
     link: str = "uart"  # or "usb-acm": a USB serial port in the gateware (boards/orangecrab.py)
-    serial_crc: bool = False  # the link's CRC one bit per clock: smaller, a little slower (rtl/framing.py)
+    serial_crc: bool = False  # the link's CRC one bit per clock: smaller, a little slower (rtl/link/framing.py)
     note: str = ""
 
     def make_platform(self):

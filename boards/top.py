@@ -8,7 +8,7 @@ from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from rfsnn.rtl.top import DeviceTop
-from rfsnn.rtl.uart import divisor_for
+from rfsnn.rtl.link.uart import divisor_for
 from rfsnn.sim.contract.config import DeviceConfig
 
 from .clocks import ecp5_pll, ice40_pll

@@ -25,10 +25,10 @@ from amaranth.lib.wiring import In, Out
 from rfsnn.sim.contract.config import DeviceConfig
 from rfsnn.sim.contract.protocol import RX_WINDOW
 
-from .dispatcher import Dispatcher
-from .framing import SLIPDecoder, SLIPEncoder
+from .link.dispatcher import Dispatcher
+from .link.framing import SLIPDecoder, SLIPEncoder
 from .learner import Learner
-from .uart import UART
+from .link.uart import UART
 
 
 # The receive FIFO is the device's receive window (bytes of frames a host may have in flight): one

@@ -2,7 +2,7 @@
 
 `DeviceEndpoint` executes each request of a checked frame as learner commands
 (rfsnn.sim.contract.commands) on an executor, normally `GoldenDevice.execute`, and answers every
-frame with one reply. It is the reference the gateware dispatcher (rtl/dispatcher.py) is checked
+frame with one reply. It is the reference the gateware dispatcher (rtl/link/dispatcher.py) is checked
 against, reply for reply, and what `rfsnn train --backend golden` talks to through the real codec.
 """
 from __future__ import annotations

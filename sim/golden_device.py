@@ -1,7 +1,7 @@
 """The learner's command interface, executed by the golden model: the device in software.
 
 `GoldenDevice.execute(op, index, data) -> (status, data)` answers every command the way the gateware
-(rtl/learner.py) does, with the golden model doing the arithmetic, so the same host code (and the same
+(rtl/learner/core.py) does, with the golden model doing the arithmetic, so the same host code (and the same
 command sequence) runs against either. Its behaviour is checked against the RTL response for response
 (tests/test_command_conformance.py). Only the clock counters differ: the software device has no clock
 and reports 0 for them.

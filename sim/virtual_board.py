@@ -100,7 +100,7 @@ class BoardSpec:
 
     @property
     def divisor(self) -> int:
-        from rfsnn.rtl.uart import divisor_for
+        from rfsnn.rtl.link.uart import divisor_for
 
         return divisor_for(self.clock_hz, self.baud)
 

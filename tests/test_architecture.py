@@ -95,8 +95,8 @@ def test_imports_flow_one_way():
 def test_the_checker_sees_wrong_imports():
     files = project_sources()
     files["rfsnn.sim.contract.config"] += "\n\ndef _late():\n    from rfsnn.host import train\n"
-    files["rfsnn.rtl.lif"] += "\nfrom ..sim import golden\n"
-    assert violations(files) == ["rfsnn.rtl.lif: rtl imports rfsnn.sim.golden",
+    files["rfsnn.rtl.learner.lif"] += "\nfrom ..sim import golden\n"
+    assert violations(files) == ["rfsnn.rtl.learner.lif: rtl imports rfsnn.sim.golden",
                                  "rfsnn.sim.contract.config: sim.contract imports rfsnn.host.train (inside a function)"]
 
 

@@ -7,8 +7,8 @@ from amaranth.sim import Simulator
 
 from rfsnn.sim.contract import protocol as P
 from rfsnn.sim.endpoint import DeviceEndpoint
-from rfsnn.rtl.dispatcher import Dispatcher
-from rfsnn.rtl.framing import PAYLOAD_BYTE, FrameStatus, verdict_layout
+from rfsnn.rtl.link.dispatcher import Dispatcher
+from rfsnn.rtl.link.framing import PAYLOAD_BYTE, FrameStatus, verdict_layout
 from rfsnn.rtl.learner import Learner
 from rfsnn.sim.contract.config import DeviceConfig
 from rfsnn.sim.golden_device import GoldenDevice

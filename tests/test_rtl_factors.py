@@ -2,7 +2,7 @@
 import pytest
 from amaranth.sim import Simulator
 
-from rfsnn.rtl.factors import DirectionFactors
+from rfsnn.rtl.learner.factors import DirectionFactors
 from rfsnn.sim.contract.config import DeviceConfig, StepParams
 from rfsnn.sim.golden import GoldenModel
 

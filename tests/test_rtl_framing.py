@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from rfsnn.sim.contract import protocol as P
 from rfsnn.rtl import framing
-from rfsnn.rtl.framing import FrameStatus, SLIPDecoder, SLIPEncoder
+from rfsnn.rtl.link.framing import FrameStatus, SLIPDecoder, SLIPEncoder
 
 pytestmark = pytest.mark.xdist_group("framing")  # the cached harnesses serve one worker
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from rfsnn.rtl.lfsr import NoiseLFSR
+from rfsnn.rtl.learner.lfsr import NoiseLFSR
 from rfsnn.sim.contract import lfsr as model
 from rfsnn.sim.contract.config import MAXIMAL_TAPS
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from rfsnn.rtl.lif import LIFLanes
+from rfsnn.rtl.learner.lif import LIFLanes
 from rfsnn.sim.contract.config import DeviceConfig
 from rfsnn.sim.golden import lif_update
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from rfsnn.rtl.loss import LossAccumulator
+from rfsnn.rtl.learner.loss import LossAccumulator
 from rfsnn.sim.contract.config import DeviceConfig
 
 

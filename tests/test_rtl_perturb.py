@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from rfsnn.rtl.perturb import PerturbedRead
+from rfsnn.rtl.learner.perturb import PerturbedRead
 from rfsnn.sim.contract.config import DeviceConfig
 from rfsnn.sim.golden import perturbed
 

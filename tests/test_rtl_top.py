@@ -6,7 +6,7 @@ from amaranth.sim import Simulator
 from rfsnn.sim.contract import protocol as P
 from rfsnn.sim.endpoint import DeviceEndpoint
 from rfsnn.rtl.top import DeviceTop
-from rfsnn.rtl.uart import line_bits
+from rfsnn.rtl.link.uart import line_bits
 from rfsnn.sim.contract.config import DeviceConfig
 from rfsnn.sim.golden_device import GoldenDevice
 from rfsnn.host.backends import random_problem

@@ -8,7 +8,7 @@ import pytest
 from amaranth import Module
 from amaranth.sim import Simulator
 
-from rfsnn.rtl.uart import UART, UARTRx, UARTTx, divisor_for
+from rfsnn.rtl.link.uart import UART, UARTRx, UARTTx, divisor_for
 
 DIVISORS = [4, 5, 13, 104]
 SPECIAL = [0x00, 0xFF, 0xC0, 0x55]  # all low, all high, a lone edge late in the frame, every bit toggling

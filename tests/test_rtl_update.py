@@ -4,7 +4,7 @@ import pytest
 
 from amaranth.sim import Simulator
 
-from rfsnn.rtl.update import StepUnit, UpdateLanes, delta_bits
+from rfsnn.rtl.learner.update import StepUnit, UpdateLanes, delta_bits
 from rfsnn.sim.contract.config import DeviceConfig, StepParams
 from rfsnn.sim.golden import apply_update, step_value
 

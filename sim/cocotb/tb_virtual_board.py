@@ -35,7 +35,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, Timer
 from cocotb.utils import get_sim_time
 
-from rfsnn.rtl.uart import line_bits
+from rfsnn.rtl.link.uart import line_bits
 from rfsnn.sim.virtual_board import Lifelines
 
 SETTLE_BITS = 3

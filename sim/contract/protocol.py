@@ -58,7 +58,7 @@ VALUES = "values"  # a request that carries a count byte, then count values of V
 @dataclass(frozen=True)
 class RequestSpec:
     """What a request code carries and returns: the one table the host codec, the software device and
-    the gateware dispatcher (rtl/dispatcher.py) all build from."""
+    the gateware dispatcher (rtl/link/dispatcher.py) all build from."""
     args: tuple[tuple[str, int], ...] | str  # (name, bytes) of each unsigned little-endian argument, or VALUES
     reply_bytes: int | None  # bytes of reply data; None: count x VB (the reads of values)
     op: Op | None = None  # the one learner command a simple request becomes (None: the device decides)
@@ -141,7 +141,7 @@ class Deframer:
     A frame too long to be valid is not kept whole: past 2 x limit stuffed bytes (more than any valid
     frame needs) the rest is only scanned for bad escapes, so memory stays bounded and the verdict
     does not depend on how the bytes were split between calls: a bad escape anywhere gives BAD_CRC,
-    otherwise an over-long frame gives BAD_LENGTH (as the gateware decoder, rtl/framing.py, decides).
+    otherwise an over-long frame gives BAD_LENGTH (as the gateware decoder, rtl/link/framing.py, decides).
     """
 
     def __init__(self, max_payload: int = MAX_PAYLOAD):

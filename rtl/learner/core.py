@@ -50,7 +50,7 @@ from amaranth.lib.wiring import In, Out
 from rfsnn.sim.contract.commands import Counter, Op, Reg, Status, info_words
 from rfsnn.sim.contract.config import ConfigError, DeviceConfig, register_limits
 
-from .commands import COMMAND, RESPONSE
+from ..commands import COMMAND, RESPONSE
 from .factors import DirectionFactors
 from .fixed import rshift_round, saturate
 from .lif import LIFLanes

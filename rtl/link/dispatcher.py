@@ -26,7 +26,7 @@ from rfsnn.sim.contract.commands import Op, Status
 from rfsnn.sim.contract.config import DeviceConfig
 from rfsnn.sim.contract.protocol import MAX_PAYLOAD, REFUSED_SEQ, REQUESTS, Code, value_bytes
 
-from .commands import COMMAND, RESPONSE
+from ..commands import COMMAND, RESPONSE
 from .framing import PAYLOAD_BYTE, FrameStatus, verdict_layout
 
 # From the contract's request table: fixed argument bytes (None: a count byte, then count values),
