@@ -197,6 +197,7 @@ class Device:
                     self._send(wires[sent])
                     if first_sent[sent] is None:
                         first_sent[sent] = time.monotonic()
+                    self.retried += tries[sent] > 0
                     tries[sent] += 1
                     in_flight += len(wires[sent])
                 sent += 1
@@ -219,7 +220,6 @@ class Device:
                 raise LinkError(f"{self._names(frames[acked])}: no valid reply after {tries[acked]} tries in "
                                 f"{time.monotonic() - first_sent[acked]:.2f} s; last: {trouble}")
             self._listen(first_failure[acked] + self.resend_delay(tries[acked]), seqs[acked])
-            self.retried += 1
             lockstep, sent, in_flight = True, acked, 0
         return results
 
