@@ -1,1 +1,1 @@
-"""rfsnn board targets (amaranth-boards platforms). Land with issue 5."""
+"""rfsnn board targets (amaranth-boards platforms), their top levels and the YoWASP build: docs/boards.md."""

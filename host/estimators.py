@@ -324,8 +324,3 @@ def directional_derivative_fd(spec: FloatNetSpec, params: Params, x, target, v,
     M = V.shape[0]
     out = (Ls[:M] - Ls[M:]) / (2.0 * h)
     return out[0] if single else out
-
-
-def grad_dot(grads: Params, v) -> np.ndarray:
-    """``grad . v`` for params-shaped ``grads`` and flat ``v`` of shape ``(d,)`` or ``(M, d)``."""
-    return np.asarray(v) @ fn.flatten(grads)

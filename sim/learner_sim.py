@@ -289,11 +289,3 @@ def compare_with_golden(cfg: DeviceConfig, params, x, t, steps: list[StepParams]
                             f"golden {res.counters.synaptic_ops}")
             return cmp
     return cmp
-
-
-def step_efficiency(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, batch: int, sp: StepParams,
-                    golden: StepResult, measured_cycles: int) -> dict:
-    """Ideal cycles (from the golden model's spike counts), measured cycles and their ratio."""
-    ideal = ideal_cycles(cfg, neuron_lanes, sample_lanes, batch, sp, golden.counters.spikes)
-    return {"ideal_cycles": ideal, "cycles": measured_cycles,
-            "efficiency": ideal / measured_cycles if measured_cycles else float("nan")}

@@ -1,7 +1,7 @@
 """Serve a device endpoint on a pseudo-terminal, so serial programs (and `--port`) can talk to it.
 
-`serve(endpoint)` opens a pty pair, announces the terminal's path (a line `port: /dev/pts/N`), and
-forwards bytes between the terminal and `endpoint.receive(bytes) -> reply bytes` until stopped. The
+`PtyServer(endpoint).start()` opens a pty pair, announces the terminal's path (a line `port: /dev/pts/N`), and
+forwards bytes between the terminal and `endpoint.receive(bytes) -> reply bytes` until `stop()`. The
 endpoint is anything with that method: the golden device behind sim.endpoint.DeviceEndpoint (used by the
 tests), or a simulated board.
 

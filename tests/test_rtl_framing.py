@@ -312,6 +312,7 @@ def faulty_streams(max_payload):
     return st.lists(segment, min_size=1, max_size=6).map(b"".join)
 
 
+@pytest.mark.slow  # 200 streams through the simulated decoder: about 25 s
 @settings(max_examples=200, deadline=None)
 @given(faulty_streams(SMALL), st.integers(0, 2**32 - 1))
 def test_decoder_verdicts_equal_deframer(wire, seed):

@@ -90,8 +90,9 @@ def test_cases_cover_every_option_value():
         assert any(batch % sl for batch, _ in plan)  # a partly filled sample group
 
 
+# A Verilator build takes 20-40 s: those cases are marked slow (CI runs them; `-m "not slow"` skips them).
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+@pytest.mark.parametrize("simulator", ["icarus", pytest.param("verilator", marks=pytest.mark.slow)])
 def test_training_steps_bit_exact_on_verilog(simulator, case, tmp_path):
     require(simulator)
     fields, nl, sl, plan = CASES[case]

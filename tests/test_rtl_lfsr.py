@@ -55,7 +55,7 @@ def test_replay_after_reload():
     assert np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+@pytest.mark.parametrize("simulator", ["icarus", pytest.param("verilator", marks=pytest.mark.slow)])  # a 20 s build
 def test_verilog_stream_equals_golden(simulator, tmp_path):
     """The exported Verilog, on a real simulator under cocotb, gives the golden stream."""
     from rfsnn.sim import rtlsim

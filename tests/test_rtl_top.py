@@ -31,8 +31,8 @@ def test_frames_at_the_pins_get_the_software_devices_replies():
         [P.param_seek(0), P.param_read(17)],
     ]
     payloads = [P.encode_request_payload(n, f, vb) for n, f in enumerate(frames)]
-    # Line noise first (refused, then the link resynchronises), then one frame at a time: the host waits
-    # for each reply (stop-and-wait; the device has no receive FIFO and drops bytes while it replies).
+    # Line noise first (refused, then the link resynchronises), then one frame at a time, each after the
+    # previous reply (test_frames_sent_back_to_back_queue_in_the_receive_fifo sends them back to back).
     wires = [b"\x00\x13" + bytes([P.END])] + [P.frame(p) for p in payloads]
     endpoint = DeviceEndpoint(GoldenDevice(CFG).execute, CFG)
     expected = [P.Deframer().feed(endpoint.receive(w)) for w in wires]

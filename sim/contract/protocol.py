@@ -49,7 +49,7 @@ class LinkStatus(IntEnum):
     UNKNOWN = 2
     BAD_CRC = 3
     BAD_LENGTH = 4
-    BUSY = 5
+    BUSY = 5  # reserved (docs/protocol.md): no device sends it; frames wait in the receive FIFO
 
 
 VALUES = "values"  # a request that carries a count byte, then count values of VB bytes each
