@@ -19,8 +19,6 @@ from rfsnn.host.problems import get_problem
 from rfsnn.host.train import settings_for
 from rfsnn.sim.virtual_board import TOPLEVEL
 
-from simulators import require
-
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("child-processes")]  # one model build
 
 SMALL = ["--hidden", "6", "--t-steps", "4", "--batch", "24", "--directions", "2"]  # a quick build
@@ -32,8 +30,8 @@ HOST_STOP_S = 120.0
 
 
 @pytest.fixture(scope="module")
-def build_dir(tmp_path_factory):
-    require("verilator")
+def build_dir(tmp_path_factory, require_simulator):
+    require_simulator("verilator")
     return tmp_path_factory.mktemp("virtual-board")
 
 

@@ -3,7 +3,6 @@
 import numpy as np
 from amaranth import Module
 from amaranth.lib import stream, wiring
-from amaranth.sim import Simulator
 
 from rfsnn.sim.contract import protocol as P
 from rfsnn.sim.endpoint import DeviceEndpoint
@@ -97,7 +96,7 @@ def overlong_reply_payloads(vb):
             raw_payload(36, infos, vb) + bytes([0x7E, P.Code.STEP_COUNT])]
 
 
-def run_dispatcher(payloads, first_step=None, refused_frame=True):
+def run_dispatcher(simulate, payloads, first_step=None, refused_frame=True):
     """The RTL's reply to each payload (and to one frame refused by the decoder, if refused_frame);
     first_step: STEP_COUNT at the start, as if that many steps had been done (no step has run yet)."""
     dut = Top()
@@ -129,19 +128,16 @@ def run_dispatcher(payloads, first_step=None, refused_frame=True):
                 raise AssertionError(f"no complete reply to frame {len(got)}")
             got.append(bytes(reply))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     return got
 
 
-def test_dispatcher_answers_like_the_software_device():
+def test_dispatcher_answers_like_the_software_device(simulate):
     payloads = scripts()
     gd = GoldenDevice(CFG)
     endpoint = DeviceEndpoint(gd.execute, CFG)
     expected = [endpoint._run(p) for p in payloads] + [P.encode_reply(0xFF, P.LinkStatus.BAD_CRC, 0, b"")]
-    got = run_dispatcher(payloads)
+    got = run_dispatcher(simulate, payloads)
     for n, (g, e) in enumerate(zip(got, expected)):
         assert g == e, f"frame {n}: rtl {P.decode_reply(g)}, software {P.decode_reply(e)}"
     assert len(got) == len(expected)
@@ -157,7 +153,7 @@ def test_dispatcher_answers_like_the_software_device():
     assert max(len(g) for g in got) == P.MAX_PAYLOAD  # no reply longer than a frame holds
 
 
-def test_a_resent_step_at_the_wrap_of_the_step_number_is_answered_not_refused():
+def test_a_resent_step_at_the_wrap_of_the_step_number_is_answered_not_refused(simulate):
     """STEP_COUNT wraps 65535 -> 0: a resent TRAIN_STEP(65535) then is a resend (repeated = 1), which
     "no step yet" (also STEP_COUNT 0) must not be taken for."""
     vb = P.value_bytes(CFG)
@@ -168,7 +164,7 @@ def test_a_resent_step_at_the_wrap_of_the_step_number_is_answered_not_refused():
     endpoint = DeviceEndpoint(GoldenDevice(CFG).execute, CFG)
     endpoint.steps_done = 0xFFFE
     expected = [endpoint._run(p) for p in payloads]
-    got = run_dispatcher(payloads, first_step=0xFFFE, refused_frame=False)
+    got = run_dispatcher(simulate, payloads, first_step=0xFFFE, refused_frame=False)
     assert got == expected
     passes = P.decode_reply(expected[len(load)]).data[0]  # of each step: the losses it computed
     ok, rng = P.LinkStatus.OK, P.LinkStatus.RANGE

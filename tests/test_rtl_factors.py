@@ -1,6 +1,5 @@
 """rtl.factors.DirectionFactors: the factors of every direction equal the golden model's, also on replay."""
 import pytest
-from amaranth.sim import Simulator
 
 from rfsnn.rtl.learner.factors import DirectionFactors
 from rfsnn.sim.contract.config import DeviceConfig, StepParams
@@ -9,7 +8,7 @@ from rfsnn.sim.golden import GoldenModel
 
 @pytest.mark.parametrize("noise,scope", [("rademacher", "global"), ("gauss4", "global"),
                                          ("rademacher", "layerwise"), ("gauss4", "layerwise")])
-def test_factors_equal_golden_directions(noise, scope):
+def test_factors_equal_golden_directions(noise, scope, simulate):
     cfg = DeviceConfig(layers=(2, 6, 4, 1))
     sp = StepParams(seed=0xC0FFEE, directions=4, noise=noise, scope=scope, layer_start=1)
     expected, _ = GoldenModel(cfg).directions(sp)
@@ -37,10 +36,7 @@ def test_factors_equal_golden_directions(noise, scope):
                                  for l, (o, i) in enumerate(cfg.layer_shapes)})
             seen.append(got_pass)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     for got_pass in seen:
         for k, exp in enumerate(expected):
             for l, (a, b) in exp.items():  # the layers direction k perturbs

@@ -16,7 +16,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from rfsnn.sim.contract import protocol as P
-from rfsnn.rtl import framing
+from rfsnn.rtl.link import framing
 from rfsnn.rtl.link.framing import FrameStatus, SLIPDecoder, SLIPEncoder
 
 pytestmark = pytest.mark.xdist_group("framing")  # the cached harnesses serve one worker

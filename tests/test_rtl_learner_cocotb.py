@@ -20,8 +20,6 @@ from rfsnn.sim.contract.config import DeviceConfig, StepParams, gain_for
 from rfsnn.host.backends import random_problem
 from rfsnn.sim.learner_sim import compare_with_golden, simulate_runs
 
-from simulators import require
-
 # A short Verilator build: -O0 halves the C++ compile; these runs are a few thousand cycles.
 VERILATOR_OPT = "-O0"
 
@@ -93,8 +91,8 @@ def test_cases_cover_every_option_value():
 # A Verilator build takes 20-40 s: those cases are marked slow (CI runs them; `-m "not slow"` skips them).
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("simulator", ["icarus", pytest.param("verilator", marks=pytest.mark.slow)])
-def test_training_steps_bit_exact_on_verilog(simulator, case, tmp_path):
-    require(simulator)
+def test_training_steps_bit_exact_on_verilog(simulator, case, tmp_path, require_simulator):
+    require_simulator(simulator)
     fields, nl, sl, plan = CASES[case]
     cfg = DeviceConfig(**{"t_steps": 8, "max_batch": 16, "max_directions": 4, **fields})
     runs = build_runs(cfg, plan, seed=sum(cfg.layers))
@@ -113,9 +111,9 @@ def test_training_steps_bit_exact_on_verilog(simulator, case, tmp_path):
             assert s["cycles"] > 0 and s["counters"]["cycles_last"] == s["cycles"]
 
 
-def test_comparison_names_the_first_mismatch(tmp_path):
+def test_comparison_names_the_first_mismatch(tmp_path, require_simulator):
     """A one-LSB change of one read-back weight, output or counter is caught and located exactly."""
-    require("icarus")
+    require_simulator("icarus")
     cfg = DeviceConfig(layers=(2, 3, 1), t_steps=8, max_batch=8, max_directions=2)
     run = build_runs(cfg, [(3, [mode(), mode("gauss4", "forward")])], seed=1)[0]
     res = simulate_runs(cfg, [run], "icarus", 1, 2, build_dir=tmp_path)
@@ -144,8 +142,8 @@ def test_comparison_names_the_first_mismatch(tmp_path):
     assert "leak_shift" in compare_with_golden(other, *args[1:], r).mismatch
 
 
-def test_cli_sim_reports_bit_exact_and_efficiency(capsys):
-    require("icarus")
+def test_cli_sim_reports_bit_exact_and_efficiency(capsys, require_simulator):
+    require_simulator("icarus")
     from rfsnn.host.cli import main
 
     code = main(["sim", "--simulator", "icarus", "--layers", "2,6,1", "--t-steps", "8", "--batch", "5",

@@ -2,16 +2,13 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from rfsnn.rtl.learner.lfsr import NoiseLFSR
 from rfsnn.sim.contract import lfsr as model
 from rfsnn.sim.contract.config import MAXIMAL_TAPS
 
-from simulators import require
 
-
-def run_lfsr(width, lanes, seeds, n_clocks, stall_every=0):
+def run_lfsr(simulate, width, lanes, seeds, n_clocks, stall_every=0):
     """Load each seed, consume n_clocks words (with optional stalls), return the bits seen per seed."""
     dut = NoiseLFSR(width=width, lanes=lanes)
     got = []
@@ -35,32 +32,29 @@ def run_lfsr(width, lanes, seeds, n_clocks, stall_every=0):
                 clock += 1
             got.append(np.array(bits, np.uint8))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     return got
 
 
 @pytest.mark.parametrize("width,lanes", [(32, 1), (32, 8), (32, 13), (16, 4), (8, 3)])
-def test_stream_equals_golden(width, lanes):
+def test_stream_equals_golden(width, lanes, simulate):
     seeds = [0x12345678 & ((1 << width) - 1), 1, 0]  # includes the zero seed
-    got = run_lfsr(width, lanes, seeds, n_clocks=40, stall_every=3)
+    got = run_lfsr(simulate, width, lanes, seeds, n_clocks=40, stall_every=3)
     for seed, bits in zip(seeds, got):
         assert np.array_equal(bits, model.stream_bits(seed, len(bits), width, MAXIMAL_TAPS[width])), hex(seed)
 
 
-def test_replay_after_reload():
-    a, b = run_lfsr(32, 5, [777, 777], n_clocks=30)
+def test_replay_after_reload(simulate):
+    a, b = run_lfsr(simulate, 32, 5, [777, 777], n_clocks=30)
     assert np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("simulator", ["icarus", pytest.param("verilator", marks=pytest.mark.slow)])  # a 20 s build
-def test_verilog_stream_equals_golden(simulator, tmp_path):
+def test_verilog_stream_equals_golden(simulator, tmp_path, require_simulator):
     """The exported Verilog, on a real simulator under cocotb, gives the golden stream."""
     from rfsnn.sim import rtlsim
 
-    require(simulator)
+    require_simulator(simulator)
     rtlsim.run(NoiseLFSR(width=32, lanes=8), "noise_lfsr", "rfsnn.sim.cocotb.tb_lfsr", simulator,
                build_dir=tmp_path, extra_env={"LFSR_WIDTH": "32", "LFSR_LANES": "8", "SEEDS": "0x9e3779b9,0,1",
                                               "WORDS": "150"})

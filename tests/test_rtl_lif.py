@@ -6,8 +6,6 @@ from rfsnn.rtl.learner.lif import LIFLanes
 from rfsnn.sim.contract.config import DeviceConfig
 from rfsnn.sim.golden import lif_update
 
-from combsim import responses
-
 
 def vectors(cfg, n, rng):
     """Random membrane/current pairs, with the rails and the threshold neighbourhood over-represented."""
@@ -27,7 +25,7 @@ def vectors(cfg, n, rng):
 
 
 @pytest.mark.parametrize("leak_shift,u_bits,lanes", [(3, 24, 4), (1, 18, 3), (6, 20, 1)])
-def test_lanes_equal_golden(leak_shift, u_bits, lanes):
+def test_lanes_equal_golden(leak_shift, u_bits, lanes, responses):
     cfg = DeviceConfig(leak_shift=leak_shift, u_bits=u_bits)
     rng = np.random.default_rng(leak_shift * 100 + u_bits)
     u, cur = vectors(cfg, 600 * lanes, rng)

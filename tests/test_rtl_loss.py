@@ -1,14 +1,13 @@
 """rtl.loss.LossAccumulator against the contract's saturating squared-error sum."""
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from rfsnn.rtl.learner.loss import LossAccumulator
 from rfsnn.sim.contract.config import DeviceConfig
 
 
 @pytest.mark.parametrize("loss_bits", [48, 36])
-def test_running_loss_equals_saturated_sum(loss_bits):
+def test_running_loss_equals_saturated_sum(loss_bits, simulate):
     cfg = DeviceConfig(loss_bits=loss_bits)
     rng = np.random.default_rng(loss_bits)
     lo, hi = cfg.y_range
@@ -34,10 +33,7 @@ def test_running_loss_equals_saturated_sum(loss_bits):
         await ctx.tick()
         got.append(ctx.get(dut.loss))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     assert np.array_equal(np.array(got[:-1], dtype=object), expect.astype(object))
     assert got[-1] == 0
     if loss_bits == 36:

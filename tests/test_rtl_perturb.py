@@ -6,11 +6,9 @@ from rfsnn.rtl.learner.perturb import PerturbedRead
 from rfsnn.sim.contract.config import DeviceConfig
 from rfsnn.sim.golden import perturbed
 
-from combsim import responses
-
 
 @pytest.mark.parametrize("noise", ["rademacher", "gauss4"])
-def test_equals_golden(noise):
+def test_equals_golden(noise, responses):
     cfg = DeviceConfig()
     lanes = 4
     rng = np.random.default_rng(len(noise))

@@ -1,7 +1,6 @@
 """rtl.top.DeviceTop end to end at the pins: host frames as UART bits in, reply bits out, through the
 real UART, SLIP decoder, dispatcher, learner and encoder, compared with the software device."""
 import numpy as np
-from amaranth.sim import Simulator
 
 from rfsnn.sim.contract import protocol as P
 from rfsnn.sim.endpoint import DeviceEndpoint
@@ -16,7 +15,7 @@ CFG = DeviceConfig(layers=(2, 4, 1), t_steps=4, max_batch=8, max_directions=2)
 DIVISOR = 4  # 3 Mbaud at 12 MHz: the tightest bit time the UART is built for
 
 
-def test_frames_at_the_pins_get_the_software_devices_replies():
+def test_frames_at_the_pins_get_the_software_devices_replies(simulate):
     params, x, t = random_problem(CFG, 3, seed=4)
     sp = make_steps(CFG, 3, 1, seed=2, directions=2)[0]
     vb = P.value_bytes(CFG)
@@ -61,10 +60,7 @@ def test_frames_at_the_pins_get_the_software_devices_replies():
             replies.append(got)
         assert ctx.get(dut.link_errors) == 0  # no overrun, no framing error
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     assert [[r.payload for r in g] for g in replies] == [[r.payload for r in e] for e in expected]
     decoded = [P.decode_reply(g[0].payload) for g in replies]
     assert decoded[0].status == P.LinkStatus.BAD_LENGTH and decoded[0].seq == 0xFF  # the noise
@@ -72,7 +68,7 @@ def test_frames_at_the_pins_get_the_software_devices_replies():
     assert len(P.decode_values(decoded[-1].data, vb)) == CFG.n_params  # the trained weights, read back
 
 
-def test_frames_sent_back_to_back_queue_in_the_receive_fifo():
+def test_frames_sent_back_to_back_queue_in_the_receive_fifo(simulate):
     """Without waiting for replies (pipelining): the second and third frames arrive while the device is
     still answering the first; they wait in the FIFO and get their replies, in order, and `busy` falls
     once everything is answered."""
@@ -111,11 +107,7 @@ def test_frames_sent_back_to_back_queue_in_the_receive_fifo():
         await ctx.tick().repeat(4 * DIVISOR)
         assert ctx.get(dut.busy) == 0 and ctx.get(dut.link_errors) == 0
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(send)
-    sim.add_testbench(receive)
-    sim.run()
+    simulate(dut, send, receive)
     assert [r.payload for r in got] == [r.payload for r in expected]
     assert [P.decode_reply(r.payload).status for r in got] == [P.LinkStatus.OK] * 3
     assert P.decode_values(P.decode_reply(got[2].payload).data, vb) == [v for p in params for v in p.ravel()]

@@ -6,7 +6,6 @@ import random
 
 import pytest
 from amaranth import Module
-from amaranth.sim import Simulator
 
 from rfsnn.rtl.link.uart import UART, UARTRx, UARTTx, divisor_for
 
@@ -35,7 +34,7 @@ def line_levels(data, period: float, *, phase: float = 0.0, lead: int = 0, tail:
     return levels + [1] * tail
 
 
-def run_rx(divisor, levels, *, ready=lambda clock: True, clear_at=()):
+def run_rx(simulate, divisor, levels, *, ready=lambda clock: True, clear_at=()):
     """Drive UARTRx's line with `levels`, one per clock; ready(clock) says whether the sink takes.
 
     Returns (bytes taken, [(clock taken, byte)], overrun per clock, framing_error per clock).
@@ -55,10 +54,7 @@ def run_rx(divisor, levels, *, ready=lambda clock: True, clear_at=()):
             framing.append(ctx.get(dut.framing_error))
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     return [b for _, b in taken], taken, overrun, framing
 
 
@@ -69,7 +65,7 @@ def random_bytes(rng, n):
 
 
 @pytest.mark.parametrize("divisor,n_bytes", [(4, 100), (5, 60), (13, 30), (104, 8)])
-def test_loopback_with_back_pressure(divisor, n_bytes):
+def test_loopback_with_back_pressure(divisor, n_bytes, simulate):
     """tx -> rx: every byte arrives, in order, while the source pauses and the sink stalls at random.
 
     Sink stalls last up to 4 bit times, shorter than a frame, so nothing may overrun.
@@ -109,45 +105,42 @@ def test_loopback_with_back_pressure(divisor, n_bytes):
             assert not ctx.get(uart.rx_bytes.valid)
             await ctx.tick()
 
-    sim = Simulator(m)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(m, bench)
     assert got == data
 
 
 @pytest.mark.parametrize("divisor", DIVISORS)
 @pytest.mark.parametrize("skew", [1.02, 0.98])
-def test_far_end_clock_off_by_two_percent(divisor, skew):
+def test_far_end_clock_off_by_two_percent(divisor, skew, simulate):
     """A far end whose bit time is divisor * (1 +- 2%), frames back to back, at several phases."""
     rng = random.Random(divisor * 1000 + int(skew * 100))
     n, phases = (16, (0.0, 0.25, 0.5, 0.75)) if divisor < 100 else (4, (0.0, 0.5))
     for phase in phases:
         data = random_bytes(rng, n)
         levels = line_levels(data, divisor * skew, phase=phase, lead=3 * divisor, tail=12 * divisor)
-        got, _, overrun, framing = run_rx(divisor, levels)
+        got, _, overrun, framing = run_rx(simulate, divisor, levels)
         assert got == data, (phase, [hex(b) for b in data], [hex(b) for b in got])
         assert not any(overrun) and not any(framing)
 
 
 @pytest.mark.parametrize("divisor", DIVISORS)
-def test_glitch_shorter_than_half_a_bit_is_ignored(divisor):
+def test_glitch_shorter_than_half_a_bit_is_ignored(divisor, simulate):
     """The longest low pulse shorter than half a bit, on an idle line, starts no frame; a real one then does."""
     glitch = (divisor + 1) // 2 - 1  # < divisor / 2
     levels = [1] * (2 * divisor) + [0] * glitch + [1] * (12 * divisor)
     levels += line_levels([0xA5], divisor, tail=12 * divisor)
-    got, _, _, framing = run_rx(divisor, levels)
+    got, _, _, framing = run_rx(simulate, divisor, levels)
     assert got == [0xA5]  # a glitch taken for a start bit would have given an extra 0xFF first
     assert not any(framing)
 
 
 @pytest.mark.parametrize("divisor", [4, 13])
-def test_framing_error(divisor):
+def test_framing_error(divisor, simulate):
     """A low stop bit: the byte is dropped, framing_error sticks until clear_errors; the next byte is fine."""
     bad = line_levels([0x3C], divisor, lead=divisor, stop=0) + [0] * (2 * divisor)  # and a short break
     clear = len(bad) + 3 * divisor
     levels = bad + [1] * (6 * divisor) + line_levels([0xC3], divisor, tail=12 * divisor)
-    got, _, overrun, framing = run_rx(divisor, levels, clear_at={clear})
+    got, _, overrun, framing = run_rx(simulate, divisor, levels, clear_at={clear})
     assert got == [0xC3]
     assert not any(overrun)
     first = framing.index(1)
@@ -156,24 +149,24 @@ def test_framing_error(divisor):
 
 
 @pytest.mark.parametrize("divisor", [4, 13])
-def test_overrun(divisor):
+def test_overrun(divisor, simulate):
     """Two bytes arrive while the sink never takes: the first is kept, the second dropped, overrun set."""
     levels = line_levels([0x81, 0x7E], divisor, lead=divisor, tail=6 * divisor)
     take_at = len(levels)
     clear = take_at + 2 * divisor
     levels += [1] * (4 * divisor)
-    got, _, overrun, _ = run_rx(divisor, levels, ready=lambda c: c == take_at, clear_at={clear})
+    got, _, overrun, _ = run_rx(simulate, divisor, levels, ready=lambda c: c == take_at, clear_at={clear})
     assert got == [0x81]
     first = overrun.index(1)
     assert all(overrun[first:clear + 1]) and not any(overrun[clear + 1:])
 
     # Taking the offered byte on the very clock the second completes loses nothing.
-    got, _, overrun, _ = run_rx(divisor, levels, ready=lambda c: c in (first - 1, take_at))
+    got, _, overrun, _ = run_rx(simulate, divisor, levels, ready=lambda c: c in (first - 1, take_at))
     assert got == [0x81, 0x7E]
     assert not any(overrun)
 
 
-def run_tx(divisor, data, *, n_clocks, offer=lambda clock, sent: True):
+def run_tx(simulate, divisor, data, *, n_clocks, offer=lambda clock, sent: True):
     """Feed UARTTx data[sent] whenever offer(clock, sent); return the tx level per clock and the transfer clocks."""
     dut = UARTTx(divisor)
     levels, transfers = [], []
@@ -190,19 +183,16 @@ def run_tx(divisor, data, *, n_clocks, offer=lambda clock, sent: True):
                 sent += 1
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     return levels, transfers
 
 
 @pytest.mark.parametrize("divisor", DIVISORS)
-def test_tx_timing_back_to_back(divisor):
+def test_tx_timing_back_to_back(divisor, simulate):
     """Idle high; each bit exactly `divisor` clocks; frames back to back with exactly one stop bit."""
     data = [0x55, 0x00, 0xFF, 0xC0, 0xAA] if divisor < 100 else [0x55, 0xC0]
     frame = 10 * divisor
-    levels, transfers = run_tx(divisor, data, n_clocks=3 + len(data) * frame + 3 * divisor,
+    levels, transfers = run_tx(simulate, divisor, data, n_clocks=3 + len(data) * frame + 3 * divisor,
                                offer=lambda clock, sent: clock >= 3)
     assert transfers == [3 + i * frame for i in range(len(data))]  # taken as soon as the last stop clock
     start = transfers[0] + 1  # the start bit begins the clock after the transfer
@@ -213,12 +203,12 @@ def test_tx_timing_back_to_back(divisor):
 
 
 @pytest.mark.parametrize("divisor", [4, 5])
-def test_tx_idles_high_between_bytes(divisor):
+def test_tx_idles_high_between_bytes(divisor, simulate):
     """With pauses in the source, the line stays high between frames and each frame is still exact."""
     data = [0x00, 0x01, 0x80]
     frame = 10 * divisor
     at = [0, frame + 7, 3 * frame]  # a pause of 6 clocks, then one of a whole frame
-    levels, transfers = run_tx(divisor, data, n_clocks=4 * frame + divisor,
+    levels, transfers = run_tx(simulate, divisor, data, n_clocks=4 * frame + divisor,
                                offer=lambda clock, sent: clock >= at[sent])
     assert transfers == at
     expected = [1] * (4 * frame + divisor)

@@ -2,18 +2,14 @@
 import numpy as np
 import pytest
 
-from amaranth.sim import Simulator
-
 from rfsnn.rtl.learner.update import StepUnit, UpdateLanes, delta_bits
 from rfsnn.sim.contract.config import DeviceConfig, StepParams
 from rfsnn.sim.golden import apply_update, step_value
 
-from combsim import responses
-
 
 # The default widths, and the narrower ones of the iCEBreaker's device (boards/targets.py).
 @pytest.mark.parametrize("cfg", [DeviceConfig(), DeviceConfig(loss_bits=32, step_bits=16)], ids=["default", "narrow"])
-def test_step_unit_equals_golden(cfg):
+def test_step_unit_equals_golden(cfg, simulate):
     rng = np.random.default_rng(1)
     lim = 1 << cfg.loss_bits
     vectors = []
@@ -44,10 +40,7 @@ def test_step_unit_equals_golden(cfg):
             assert clocks <= cfg.gain_bits + shift + 2
             got.append(ctx.get(dut.step))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     for v, g in zip(vectors, got):
         sp = StepParams(seed=1, gain_mant=v[1], gain_shift=v[2], clip=v[3])
         assert g == step_value(v[0], sp), v
@@ -55,7 +48,7 @@ def test_step_unit_equals_golden(cfg):
 
 
 @pytest.mark.parametrize("lanes", [1, 4])
-def test_update_lanes_equal_golden(lanes):
+def test_update_lanes_equal_golden(lanes, responses):
     cfg = DeviceConfig()
     rng = np.random.default_rng(lanes)
     n = 800 * lanes

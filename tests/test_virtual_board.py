@@ -19,8 +19,6 @@ from rfsnn.host.backends import random_problem
 from rfsnn.sim.learner_sim import make_steps
 from rfsnn.sim.virtual_board import BoardSpec, VirtualBoard
 
-from simulators import require
-
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("virtual-board")]  # one model build
 
 SETTINGS = dict(hidden=(6,), t_steps=4, steps=8, batch=24, directions=2, n_train=256, eval_every=4)
@@ -35,8 +33,8 @@ def build_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def board(build_dir):
-    require("verilator")
+def board(build_dir, require_simulator):
+    require_simulator("verilator")
     with VirtualBoard.launch(BoardSpec(CFG, *LANES), build_dir) as vb:
         yield vb
 
@@ -109,10 +107,10 @@ def test_training_over_the_virtual_board_is_bit_identical_to_golden(board, tmp_p
     assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_backend_rtl_starts_its_own_board(build_dir, tmp_path, capsys):
+def test_backend_rtl_starts_its_own_board(build_dir, tmp_path, capsys, require_simulator):
     from rfsnn.host import cli
 
-    require("verilator")
+    require_simulator("verilator")
     args = ["train", "--task", "poisson1d", "--hidden", "6", "--t-steps", "4", "--steps", "3", "--batch", "24",
             "--directions", "2", "--quiet", "--sample-lanes", str(LANES[1]), "--build-dir", str(build_dir)]
     assert cli.main(args + ["--backend", "rtl", "--out", str(tmp_path / "rtl")]) == 0
