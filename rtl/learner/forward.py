@@ -1,0 +1,422 @@
+"""The forward engine: one pass over the batch, group by group, and its loss.
+
+The sequencer starts a pass (`run.start`) with the perturbation's sign and layer; `run.done` marks the
+pass's last clock, when `run.loss` holds its loss. Per group of S samples (docs/rtl.md has the clocks):
+  IN    input currents, once per sample: for each chunk c, for j in inputs + bias:
+        acc += w'(j, c) * x[s, j]; then I = sat_u(rsr(acc, x_frac) + b') -> current RAM
+        (P multipliers; (n0 + 1) words per chunk).
+  then for each time step t:
+  TICK  first hidden layer: U, I -> LIFLanes -> U, one chunk per clock. Chunks with a spike (in a
+        sample of the batch) are appended to an event list. With one hidden layer the time steps
+        follow each other without a gap.
+  EVh   hidden layer h >= 1, event-driven: for each chunk c, replay the event list of layer h-1, one
+        spiking presynaptic neuron j per clock: acc[s, n] += w'(j, c) in the sample lanes s where j
+        spiked; then the bias word, I = sat_u(acc + b'), and the LIF update of chunk c. A silent
+        neuron costs nothing: the layer's cost follows the spikes of the layer before, not its width.
+  The last hidden layer also counts its spikes per neuron and sample (count RAM).
+  OUT   readout from the counts: for each output chunk, for j in last hidden + bias:
+        acc += w'(j, c) * count[s, j] (the same P multipliers); y = sat_y(rsr(acc, log2 T) + b').
+  LOSS  y -> output RAM; (y - target)^2 into the loss accumulator, one pair per clock.
+Membranes and counts need no clearing: at t = 0 the update reads 0 instead of the RAM.
+
+Two pipeline stages. The FSM issues one item per clock (RAM addresses, and the item's description
+into `issued`); in the next clock, when the RAMs return its words, the datapath executes it: the
+perturbed read w' = sat_w(w + sign * sigma * a_i * b_j) (nothing perturbed is stored), the P
+multiply-accumulate lanes, the LIF update and the loss.
+"""
+from __future__ import annotations
+
+import math
+
+from amaranth import Array, C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from rfsnn.sim.contract.config import DeviceConfig
+
+from .factors import DirectionFactors
+from .fixed import rshift_round, saturate
+from .lif import LIFLanes
+from .loss import LossAccumulator
+from .memories import MemoryMap
+from .perturb import FACTOR, PerturbedRead
+from .walker import walker_position
+
+
+class PassControl(wiring.Signature):
+    """A pass, from the side that starts it."""
+
+    def __init__(self, cfg: DeviceConfig):
+        super().__init__({
+            "start": Out(1),  # begin a pass (one clock; also in the clock of `done`, for the next pass)
+            # held during the pass:
+            "sign": Out(2),  # of the perturbation: 0 none, 1 +sigma, 3 (= -1) -sigma
+            "layer": Out(range(cfg.n_layers)),  # layer-wise: the layer the direction perturbs
+            "kbase": Out(range(cfg.max_directions * DirectionFactors.factors_per_direction(cfg) + 1)),
+            "store_outputs": Out(1),  # write y to the output RAM (INFER: OUTPUT_READ returns them)
+            "done": In(1),  # the pass's last clock
+            "loss": In(unsigned(cfg.loss_bits)),
+        })
+
+
+class FactorRegisters(wiring.Signature):
+    """The direction's factors a_l and b_l as registers (DirectionFactors(registers=True))."""
+
+    def __init__(self, cfg: DeviceConfig):
+        members = {}
+        for l, (o, i) in enumerate(cfg.layer_shapes):
+            members[f"a{l}"] = Out(data.ArrayLayout(FACTOR, o))
+            members[f"b{l}"] = Out(data.ArrayLayout(FACTOR, i + 1))
+        super().__init__(members)
+
+
+def spike_report(cfg: DeviceConfig, lanes: int) -> data.StructLayout:
+    """One chunk's LIF update: its hidden layer, and how many of its lanes fired (samples of the batch)."""
+    return data.StructLayout({"layer": range(cfg.n_layers - 1), "count": range(lanes + 1)})
+
+
+class _Pass:
+    """The registers of a pass, shared by the FSM (which issues) and the datapath (which executes)."""
+
+    def __init__(self, cfg: DeviceConfig, N: int, S: int, chunks: list[int]):
+        P, H, L = N * S, cfg.n_layers - 1, cfg.n_layers
+        widths = cfg.layers
+        groups = math.ceil(cfg.max_batch / S)
+        # pointers of the issue stage
+        self.g_base = Signal(range(cfg.max_batch + S + 1))  # first sample of the group
+        self.gx, self.gy = Signal(range(groups * widths[0] + 1)), Signal(range(groups * widths[-1] + 1))
+        self.c = Signal(range(max(chunks) + 1))  # chunk being issued
+        self.j = Signal(range(max(widths[:-1]) + 2))  # input column being issued
+        self.wa = Signal(walker_position(cfg, N)["addr"])
+        self.xa = Signal(range(groups * widths[0] + 1))
+        self.jc, self.jn = Signal(range(chunks[H - 1] + 1)), Signal(range(N))  # last-hidden j = jc * N + jn
+        self.t = Signal(range(cfg.t_steps + 1))
+        # event replay (hidden layers >= 1): entry e of the previous layer's list, and the neurons of the
+        # entry in hand that are still to be sent
+        self.e = Signal(range(max(chunks) + 1))
+        self.n_events = [Signal(range(chunks[h] + 1), name=f"n_events{h}") for h in range(H)]
+        self.pend, self.pend_chunk, self.pend_any = Signal(P), Signal(range(max(chunks))), Signal()
+        # loss: output lo = c * N + ln, sample lane ls
+        self.ln, self.lo, self.ls = Signal(range(N)), Signal(range(widths[-1] + 1)), Signal(range(S))
+        # The item issued last clock, whose RAM words are on the read ports now.
+        self.issued = Signal(data.StructLayout({
+            "mac": 1, "last": 1, "out": 1,  # input-current / readout multiply-accumulate; last: the bias
+            "lif0": 1,  # LIF update of first-hidden-layer chunk `chunk` from its stored current
+            "ev": 1, "evb": 1,  # event: masked weight-row add; event-layer bias + LIF update
+            "layer": range(L),  # weight layer of the item
+            "hidden": range(H),  # hidden layer of a LIF item
+            "chunk": range(max(chunks) + 1), "col": range(max(widths[:-1]) + 2), "lane": range(N),
+            "mask": S,  # event: the sample lanes in which presynaptic neuron `col` spiked
+            "first": 1,  # t == 0: the membrane and the count start from 0
+        }))
+        # the datapath's results
+        cbits = cfg.t_shift + 1
+        acc_bits = 1 + max(cfg.x_bits + cfg.w_bits + math.ceil(math.log2(widths[0] + 1)),
+                           cfg.w_bits + cbits + 1 + math.ceil(math.log2(widths[-2] + 1)),
+                           cfg.w_bits + 1 + math.ceil(math.log2(max(widths[1:-1]) + 1)))
+        self.acc = [Signal(signed(acc_bits), name=f"acc{p}") for p in range(P)]
+        self.cur_word = Signal(data.ArrayLayout(signed(cfg.u_bits), P))  # input-layer currents of a chunk
+        self.ev_cur = Signal(data.ArrayLayout(signed(cfg.u_bits), P))  # event-layer currents of a chunk
+        self.yreg = Signal(data.ArrayLayout(signed(cfg.y_bits), P))
+
+
+class ForwardEngine(wiring.Component):
+    def __init__(self, cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, memory_map: MemoryMap):
+        self.cfg, self.N, self.S = cfg, neuron_lanes, sample_lanes
+        self.P = neuron_lanes * sample_lanes
+        self.chunks = [math.ceil(o / neuron_lanes) for o, _ in cfg.layer_shapes]  # of weight layer l's outputs
+        # One neuron lane: the factors come from the factor cache, read with the weight; more lanes need
+        # N a-values per word, which the registers give.
+        self.cached = neuron_lanes == 1
+        L, H = cfg.n_layers, cfg.n_layers - 1
+        rams = [f"w{l}_rd" for l in range(L)] + ["x_rd", "t_rd", "y_wr", "i_rd", "i_wr", "count_rd", "count_wr"]
+        rams += [f"u{h}_{p}" for h in range(H) for p in ("rd", "wr")]
+        rams += [f"events{h}_{p}" for h in range(H - 1) for p in ("rd", "wr")]
+        rams += ["factors_a_rd", "factors_b_rd"] if self.cached else []
+        super().__init__({
+            "run": In(PassControl(cfg)),
+            "busy": Out(1),
+            "batch": In(range(cfg.max_batch + 1)),
+            "sigma": In(cfg.w_bits),
+            "layerwise": In(1),
+            "spikes": Out(stream.Signature(spike_report(cfg, self.P), always_ready=True)),
+            **({} if self.cached else {"factors": In(FactorRegisters(cfg))}),
+            **memory_map.ports(*rams),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.pert = pert = PerturbedRead(self.cfg, self.N)
+        m.submodules.lif = lif = LIFLanes(self.cfg, self.P)
+        m.submodules.loss = lossacc = LossAccumulator(self.cfg)
+        p = _Pass(self.cfg, self.N, self.S, self.chunks)
+        lane_valid = [p.g_base + s < self.batch for s in range(self.S)]  # samples of the batch
+        self._perturbed_read(m, p, pert)
+        self._mac_stage(m, p, pert)
+        self._lif_stage(m, p, lif, lane_valid)
+        m.d.comb += [lossacc.pairs.payload.y.eq(Array([p.yreg[s * self.N + n] for s in range(self.S)
+                                                        for n in range(self.N)])[p.ls * self.N + p.ln]),
+                     lossacc.pairs.payload.target.eq(Array([self.t_rd.data[s] for s in range(self.S)])[p.ls]),
+                     self.run.loss.eq(lossacc.loss)]
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.run.start):
+                    self._start_pass(m, p, lossacc)
+            self._input_phase(m, p)
+            self._first_hidden_phase(m, p)
+            for h in range(1, self.cfg.n_layers - 1):
+                self._event_phase(m, p, h)
+            self._readout_phase(m, p)
+            self._loss_phase(m, p, lossacc, lane_valid)
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m
+
+    # ---- the datapath: executes the issued item -----------------------------------------------------
+
+    def _perturbed_read(self, m, p, pert):
+        """w' of the issued item's weight word: the factors of its output chunk and input column."""
+        cfg, N, op = self.cfg, self.N, p.issued
+        sig = Signal(signed(cfg.w_bits + 1))
+        m.d.comb += sig.eq(Mux(self.run.sign == 1, self.sigma, Mux(self.run.sign == 3, -self.sigma, 0)))
+        with m.Switch(op.layer):
+            for l, (o, i) in enumerate(cfg.layer_shapes):
+                with m.Case(l):
+                    m.d.comb += [pert.w.eq(getattr(self, f"w{l}_rd").data),  # perturbed layers only:
+                                 pert.signed_sigma.eq(Mux(~self.layerwise | (self.run.layer == l), sig, 0))]
+                    if self.cached:
+                        m.d.comb += [pert.a.eq(self.factors_a_rd.data), pert.b.eq(self.factors_b_rd.data)]
+                    else:
+                        a, b = getattr(self.factors, f"a{l}"), getattr(self.factors, f"b{l}")
+                        a_chunks = Array([Cat(*[a[cc * N + n] if cc * N + n < o else C(0, 3) for n in range(N)])
+                                          for cc in range(self.chunks[l])])
+                        m.d.comb += [pert.a.eq(a_chunks[op.chunk]), pert.b.eq(Array([b[k] for k in range(i + 1)])[op.col])]
+
+    def _fetch_factors(self, m, l, chunk, col):
+        """With the factor cache: the read addresses of a_l[chunk] and b_l[col], issued with the weight's."""
+        if self.cached:
+            start, o = DirectionFactors.slot_starts(self.cfg)[l], self.cfg.layer_shapes[l][0]
+            kbase = self.run.kbase
+            m.d.comb += [self.factors_a_rd.addr.eq(kbase + start + chunk),
+                         self.factors_b_rd.addr.eq(kbase + (start + o) + col)]
+
+    def _mac_stage(self, m, p, pert):
+        """P multiply-accumulates: input currents (x) or readout (spike counts); masked adds of events."""
+        cfg, N, op = self.cfg, self.N, p.issued
+        for lane in range(self.P):
+            s, n = divmod(lane, N)
+            acc = p.acc[lane]
+            count = Array([self.count_rd.data[s * N + k] for k in range(N)])[op.lane]  # last-hidden op.col, sample s
+            prod = pert.w_pert[n] * Mux(op.out, Cat(count, C(0, 1)).as_signed(), self.x_rd.data[s])
+            m.d.comb += [p.cur_word[lane].eq(saturate(rshift_round(acc, cfg.x_frac) + pert.w_pert[n], cfg.u_bits)),
+                         p.ev_cur[lane].eq(saturate(acc + pert.w_pert[n], cfg.u_bits))]
+            with m.If(op.mac):
+                with m.If(op.last):
+                    m.d.sync += acc.eq(0)
+                    with m.If(op.out):
+                        m.d.sync += p.yreg[lane].eq(saturate(rshift_round(acc, cfg.t_shift) + pert.w_pert[n],
+                                                             cfg.y_bits))
+                with m.Else():
+                    m.d.sync += acc.eq(acc + prod)
+            with m.If(op.ev & op.mask[s]):
+                m.d.sync += acc.eq(acc + pert.w_pert[n])
+            with m.If(op.evb):
+                m.d.sync += acc.eq(0)
+        with m.If(op.mac & op.last & ~op.out):  # a chunk's input currents are complete
+            m.d.comb += [self.i_wr.addr.eq(op.chunk), self.i_wr.data.eq(p.cur_word), self.i_wr.en.eq(1)]
+
+    def _lif_stage(self, m, p, lif, lane_valid):
+        """A chunk of hidden layer `hidden`, its current from the current RAM or the events: the LIF update,
+        membranes back, spike counts (last hidden layer) or the event list (the others)."""
+        H, N, op = self.cfg.n_layers - 1, self.N, p.issued
+        u_rd = [getattr(self, f"u{h}_rd") for h in range(H)]
+        with m.Switch(op.hidden):
+            for h in range(H):
+                with m.Case(h):
+                    m.d.comb += lif.u.eq(Mux(op.first, 0, u_rd[h].data.as_value()))
+        if H == 1:  # no event layers: no path from the accumulators into the LIF update to time
+            m.d.comb += lif.cur.eq(self.i_rd.data.as_value())
+        else:
+            m.d.comb += lif.cur.eq(Mux(op.lif0, self.i_rd.data.as_value(), p.ev_cur.as_value()))
+        fired_bits = Cat(*[lif.spike[q] & lane_valid[q // N] for q in range(self.P)])
+        with m.If(op.lif0 | op.evb):
+            m.d.comb += [self.spikes.valid.eq(1), self.spikes.payload.layer.eq(op.hidden),
+                         self.spikes.payload.count.eq(sum(fired_bits[q] for q in range(self.P)))]
+            with m.Switch(op.hidden):
+                for h in range(H):
+                    with m.Case(h):
+                        u_wr = getattr(self, f"u{h}_wr")
+                        m.d.comb += [u_wr.addr.eq(op.chunk), u_wr.data.eq(lif.u_next), u_wr.en.eq(1)]
+                        if h == H - 1:
+                            m.d.comb += [self.count_wr.addr.eq(op.chunk), self.count_wr.en.eq(1)]
+                            m.d.comb += [self.count_wr.data[q].eq(Mux(op.first, 0, self.count_rd.data[q]) + lif.spike[q])
+                                         for q in range(self.P)]
+                        else:
+                            ev_wr = getattr(self, f"events{h}_wr")
+                            with m.If(fired_bits.any()):
+                                m.d.comb += [ev_wr.addr.eq(p.n_events[h]), ev_wr.en.eq(1),
+                                             ev_wr.data.chunk.eq(op.chunk), ev_wr.data.bits.eq(fired_bits)]
+                                m.d.sync += p.n_events[h].eq(p.n_events[h] + 1)
+
+    # ---- the FSM: issues one item per clock -----------------------------------------------------------
+
+    def _start_pass(self, m, p, lossacc):
+        m.d.sync += [p.g_base.eq(0), p.gx.eq(0), p.gy.eq(0), p.c.eq(0), p.j.eq(0), p.wa.eq(0), p.xa.eq(0)]
+        m.d.comb += lossacc.clear.eq(1)
+        m.next = "IN"
+
+    def _start_event_layer(self, m, p, h):
+        m.d.comb += getattr(self, f"events{h - 1}_rd").addr.eq(0)  # the first entry's data arrives as the layer starts
+        m.d.sync += [p.c.eq(0), p.e.eq(0), p.pend_any.eq(0), p.n_events[h].eq(0)]
+        m.next = f"EV{h}"
+
+    def _start_readout(self, m, p):
+        m.d.sync += [p.c.eq(0), p.j.eq(0), p.wa.eq(0), p.jc.eq(0), p.jn.eq(0), p.lo.eq(0)]
+        m.next = "OUT"
+
+    def _input_phase(self, m, p):
+        n0, C0, op = self.cfg.layers[0], self.chunks[0], p.issued
+        with m.State("IN"):  # input currents of chunk c: inputs j = 0..n0-1, then the bias
+            m.d.comb += [self.w0_rd.addr.eq(p.wa), self.x_rd.addr.eq(p.xa)]
+            self._fetch_factors(m, 0, p.c, p.j)
+            m.d.sync += [op.mac.eq(1), op.last.eq(p.j == n0), op.out.eq(0), op.layer.eq(0),
+                         op.chunk.eq(p.c), op.col.eq(p.j)]
+            with m.If(p.j == n0):
+                m.d.sync += [p.j.eq(0), p.xa.eq(p.gx), p.c.eq(p.c + 1), p.wa.eq(p.c + 1)]
+                with m.If(p.c == C0 - 1):
+                    m.next = "IN_DRAIN"
+            with m.Else():
+                m.d.sync += [p.j.eq(p.j + 1), p.xa.eq(p.xa + 1), p.wa.eq(p.wa + C0)]
+        with m.State("IN_DRAIN"):
+            m.d.sync += [op.mac.eq(0), p.c.eq(0), p.t.eq(0), p.n_events[0].eq(0)]
+            m.next = "TICK"
+
+    def _first_hidden_phase(self, m, p):
+        H, C0, op = self.cfg.n_layers - 1, self.chunks[0], p.issued
+        with m.State("TICK"):  # first hidden layer, time step t, chunk c
+            m.d.comb += [self.u0_rd.addr.eq(p.c), self.i_rd.addr.eq(p.c)]
+            if H == 1:
+                m.d.comb += self.count_rd.addr.eq(p.c)
+            m.d.sync += [op.lif0.eq(1), op.hidden.eq(0), op.chunk.eq(p.c), op.first.eq(p.t == 0)]
+            with m.If(p.c == C0 - 1):
+                m.d.sync += p.c.eq(0)
+                if H == 1:  # one hidden layer: its time steps follow each other without a gap
+                    m.d.sync += p.t.eq(p.t + 1)
+                    with m.If(p.t == self.cfg.t_steps - 1):
+                        m.next = "TICK_DRAIN"
+                else:
+                    m.next = "TICK_DRAIN"
+            with m.Else():
+                m.d.sync += p.c.eq(p.c + 1)
+        with m.State("TICK_DRAIN"):
+            m.d.sync += op.lif0.eq(0)
+            if H == 1:
+                self._start_readout(m, p)
+            else:
+                self._start_event_layer(m, p, 1)
+
+    def _event_phase(self, m, p, h):
+        """Hidden layer h, chunk c: replay the events of layer h-1 (one presynaptic neuron per clock: its
+        weight word is added in the sample lanes where it spiked), then the bias word and the LIF update.
+        Each list entry is a chunk with spikes; its neurons are sent lowest first."""
+        N, S, H, op = self.N, self.S, self.cfg.n_layers - 1, p.issued
+        Ch, n_prev = self.chunks[h], self.cfg.layers[h]
+        evr, w_rd = getattr(self, f"events{h - 1}_rd"), getattr(self, f"w{h}_rd")
+        with m.State(f"EV{h}"):
+            src_bits = Mux(p.pend_any, p.pend, evr.data.bits)
+            src_chunk = Mux(p.pend_any, p.pend_chunk, evr.data.chunk)
+            have = p.pend_any | (p.e < p.n_events[h - 1])
+            nsel = Signal(range(N), name=f"ev{h}_neuron")
+            for n in reversed(range(N)):
+                with m.If(Cat(*[src_bits[s * N + n] for s in range(S)]).any()):
+                    m.d.comb += nsel.eq(n)
+            mask = Cat(*[Array([src_bits[s * N + k] for k in range(N)])[nsel] for s in range(S)])
+            rest = Cat(*[src_bits[q] & (nsel != q % N) for q in range(self.P)])
+            j_ev = src_chunk * N + nsel
+            m.d.comb += evr.addr.eq(p.e)
+            with m.If(have):
+                m.d.comb += w_rd.addr.eq(j_ev * Ch + p.c)
+                self._fetch_factors(m, h, p.c, j_ev)
+                m.d.sync += [op.ev.eq(1), op.evb.eq(0), op.layer.eq(h), op.chunk.eq(p.c), op.col.eq(j_ev),
+                             op.mask.eq(mask), p.pend.eq(rest), p.pend_chunk.eq(src_chunk), p.pend_any.eq(rest.any())]
+                with m.If(~p.pend_any):  # the fetched entry was taken: fetch the next
+                    m.d.sync += p.e.eq(p.e + 1)
+                    m.d.comb += evr.addr.eq(p.e + 1)
+            with m.Else():
+                m.d.comb += [w_rd.addr.eq(n_prev * Ch + p.c), getattr(self, f"u{h}_rd").addr.eq(p.c), evr.addr.eq(0)]
+                self._fetch_factors(m, h, p.c, n_prev)
+                if h == H - 1:
+                    m.d.comb += self.count_rd.addr.eq(p.c)
+                m.d.sync += [op.ev.eq(0), op.evb.eq(1), op.layer.eq(h), op.hidden.eq(h), op.chunk.eq(p.c),
+                             op.col.eq(n_prev), op.first.eq(p.t == 0), p.e.eq(0)]
+                with m.If(p.c == Ch - 1):
+                    m.next = f"EV{h}_DRAIN"
+                with m.Else():
+                    m.d.sync += p.c.eq(p.c + 1)
+        with m.State(f"EV{h}_DRAIN"):
+            m.d.sync += [op.ev.eq(0), op.evb.eq(0)]
+            if h < H - 1:
+                self._start_event_layer(m, p, h + 1)
+            else:
+                m.d.sync += p.t.eq(p.t + 1)
+                with m.If(p.t == self.cfg.t_steps - 1):
+                    self._start_readout(m, p)
+                with m.Else():
+                    m.d.sync += [p.c.eq(0), p.n_events[0].eq(0)]
+                    m.next = "TICK"
+
+    def _readout_phase(self, m, p):
+        H, N, CR, n_last, op = self.cfg.n_layers - 1, self.N, self.chunks[-1], self.cfg.layers[-2], p.issued
+        with m.State("OUT"):  # readout of output chunk c from the spike counts of the last hidden layer
+            m.d.comb += [getattr(self, f"w{H}_rd").addr.eq(p.wa), self.count_rd.addr.eq(p.jc)]
+            self._fetch_factors(m, H, p.c, p.j)
+            m.d.sync += [op.mac.eq(1), op.last.eq(p.j == n_last), op.out.eq(1), op.layer.eq(H),
+                         op.chunk.eq(p.c), op.col.eq(p.j), op.lane.eq(p.jn)]
+            with m.If(p.j == n_last):
+                m.next = "OUT_DRAIN"
+            with m.Else():
+                m.d.sync += [p.j.eq(p.j + 1), p.wa.eq(p.wa + CR)]
+                with m.If(p.jn == N - 1):
+                    m.d.sync += [p.jn.eq(0), p.jc.eq(p.jc + 1)]
+                with m.Else():
+                    m.d.sync += p.jn.eq(p.jn + 1)
+        with m.State("OUT_DRAIN"):
+            m.d.sync += [op.mac.eq(0), p.ln.eq(0)]
+            m.next = "LOSS_ISSUE"
+
+    def _loss_phase(self, m, p, lossacc, lane_valid):
+        """The outputs of the group, one chunk after each readout: y stored, (y - target)^2 summed; then
+        the next group, or the pass's end."""
+        N, S, CR, n0, nL = self.N, self.S, self.chunks[-1], self.cfg.layers[0], self.cfg.layers[-1]
+        with m.State("LOSS_ISSUE"):  # output lo = c * N + ln: store y, fetch the targets
+            m.d.comb += [self.t_rd.addr.eq(p.gy + p.lo), self.y_wr.addr.eq(p.gy + p.lo)]
+            with m.If(self.run.store_outputs):  # for the samples of the batch
+                m.d.comb += self.y_wr.en.eq(Cat(*lane_valid))
+            m.d.comb += [self.y_wr.data[s].eq(Array([p.yreg[s * N + n] for n in range(N)])[p.ln]) for s in range(S)]
+            m.d.sync += p.ls.eq(0)
+            m.next = "LOSS_PAIRS"
+        with m.State("LOSS_PAIRS"):
+            m.d.comb += [self.t_rd.addr.eq(p.gy + p.lo), lossacc.pairs.valid.eq(Array(lane_valid)[p.ls])]
+            m.d.sync += p.ls.eq(p.ls + 1)
+            with m.If(p.ls == S - 1):
+                m.d.sync += [p.ln.eq(p.ln + 1), p.lo.eq(p.lo + 1)]
+                with m.If((p.ln == N - 1) | (p.lo == nL - 1)):  # chunk done
+                    with m.If(p.c == CR - 1):
+                        m.next = "GROUP_END"
+                    with m.Else():
+                        m.d.sync += [p.c.eq(p.c + 1), p.j.eq(0), p.wa.eq(p.c + 1), p.jc.eq(0), p.jn.eq(0)]
+                        m.next = "OUT"
+                with m.Else():
+                    m.next = "LOSS_ISSUE"
+        with m.State("GROUP_END"):
+            m.d.sync += [p.g_base.eq(p.g_base + S), p.gx.eq(p.gx + n0), p.gy.eq(p.gy + nL),
+                         p.c.eq(0), p.j.eq(0), p.wa.eq(0), p.xa.eq(p.gx + n0)]
+            with m.If(p.g_base + S < self.batch):
+                m.next = "IN"
+            with m.Else():
+                m.next = "PASS_END"
+        with m.State("PASS_END"):  # run.loss is the pass's; the sequencer may start the next pass now
+            m.d.comb += self.run.done.eq(1)
+            with m.If(self.run.start):
+                self._start_pass(m, p, lossacc)
+            with m.Else():
+                m.next = "IDLE"

@@ -1,0 +1,259 @@
+"""The command front end: decodes the command stream, holds the host-set registers, the counters and the
+response register, and moves bulk data through auto-incrementing pointers (so it never divides an
+address): parameters through the walker, samples through the sample pointer.
+
+Exactly one response per command. INFER and TRAIN_STEP start the sequencer and are answered in the
+clock it is done, with its result; every other command is answered in the clock it is taken, or the
+next (the reads of a RAM: CMD_READ). `busy` is high from the clock after INFER or TRAIN_STEP is taken
+until the one it is answered in: the clocks the counters call busy.
+"""
+from __future__ import annotations
+
+from amaranth import Array, C, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from rfsnn.sim.contract.commands import Counter, Op, Reg, Status
+from rfsnn.sim.contract.config import DeviceConfig, register_limits
+
+from ..commands import COMMAND, RESPONSE
+from .forward import spike_report
+from .memories import MemoryMap
+from .walker import WalkerAccess
+
+MODE = data.StructLayout({"gauss4": 1, "forward": 1, "layerwise": 1, "stochastic_rounding": 1})  # Mode's bits
+_READ_PARAM, _READ_OUTPUT, _READ_LOSS, _READ_STEP = range(4)  # what CMD_READ answers with
+
+
+class CommandFrontEnd(wiring.Component):
+    def __init__(self, cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, info: list[int],
+                 memory_map: MemoryMap):
+        self.cfg, self.S, self.info = cfg, sample_lanes, info
+        self.H = cfg.n_layers - 1
+        super().__init__({
+            "cmd": In(stream.Signature(COMMAND)),
+            "rsp": Out(stream.Signature(RESPONSE)),
+            "busy": Out(1),
+            # the registers SET writes (Reg)
+            "batch": Out(range(cfg.max_batch + 1), init=1),
+            "seed": Out(32),
+            "directions": Out(range(cfg.max_directions + 1), init=1),
+            "sigma": Out(cfg.w_bits, init=64),
+            "gain_mant": Out(cfg.gain_bits),
+            "gain_shift": Out(6, init=1),
+            "clip": Out(cfg.step_bits - 1),
+            "mode": Out(MODE),
+            "layer_start": Out(range(cfg.n_layers)),
+            # the sequencer: INFER or TRAIN_STEP (one clock), then `done` with the response's data
+            "infer": Out(1), "train": Out(1),
+            "done": In(1), "result": In(64),
+            "params": Out(WalkerAccess(cfg, neuron_lanes)),
+            "spikes": In(stream.Signature(spike_report(cfg, neuron_lanes * sample_lanes), always_ready=True)),
+            **memory_map.ports("x_wr", "t_wr", "y_rd", "loss_rd", "step_rd"),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rsp = _ResponseRegister(m, self.rsp)
+        counters = self._counters(m)
+        ptr = _SamplePointer(self.cfg, self.S)
+        # read addresses for CMD_READ: the data arrives next clock
+        index, nL = self.cmd.payload.index, self.cfg.layers[-1]
+        m.d.comb += [self.y_rd.addr.eq(ptr.group * nL + ptr.output), self.loss_rd.addr.eq(index),
+                     self.step_rd.addr.eq(index)]
+        read_kind = Signal(2)  # what CMD_READ answers with
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(~rsp.pending)
+                with m.If(self.cmd.valid & ~rsp.pending):
+                    with m.Switch(self.cmd.payload.op):
+                        self._register_commands(m, rsp)
+                        self._param_commands(m, rsp, read_kind)
+                        self._sample_commands(m, rsp, ptr, read_kind)
+                        self._result_commands(m, rsp, counters, read_kind)
+                        with m.Case(Op.INFER):
+                            m.d.comb += self.infer.eq(1)
+                            m.d.sync += counters[Counter.CYCLES_LAST].eq(0)
+                            m.next = "BUSY"
+                        with m.Case(Op.TRAIN_STEP):
+                            m.d.comb += self.train.eq(1)
+                            m.d.sync += counters[Counter.CYCLES_LAST].eq(0)
+                            m.next = "BUSY"
+                        with m.Default():
+                            rsp.send(status=Status.UNKNOWN)
+            with m.State("CMD_READ"):
+                with m.Switch(read_kind):
+                    with m.Case(_READ_PARAM):
+                        rsp.send(self.params.weight)
+                        m.d.comb += self.params.advance.eq(1)
+                    with m.Case(_READ_OUTPUT):
+                        rsp.send(Array([self.y_rd.data[s] for s in range(self.S)])[ptr.lane])
+                        with m.If(ptr.output == nL - 1):
+                            m.d.sync += [ptr.output.eq(0), ptr.sample.eq(ptr.sample + 1)]
+                        with m.Else():
+                            m.d.sync += ptr.output.eq(ptr.output + 1)
+                    with m.Case(_READ_LOSS):
+                        rsp.send(self.loss_rd.data)
+                    with m.Case(_READ_STEP):
+                        rsp.send(self.step_rd.data)
+                m.next = "IDLE"
+            with m.State("BUSY"):
+                with m.If(self.done):
+                    rsp.send(self.result)
+                    m.next = "IDLE"
+        m.d.comb += self.busy.eq(fsm.ongoing("BUSY"))
+        return m
+
+    def _register_commands(self, m, rsp):
+        """NOP, INFO (the build's configuration), SET (a register takes the value only if
+        StepParams.validate, the contract's limits, would)."""
+        index, value = self.cmd.payload.index, self.cmd.payload.data
+        with m.Case(Op.NOP):
+            rsp.send()
+        with m.Case(Op.INFO):
+            with m.If(index < len(self.info)):
+                rsp.send(Array([C(v, 64) for v in self.info])[index])
+            with m.Else():
+                rsp.send(status=Status.RANGE)
+        with m.Case(Op.SET):
+            limits = register_limits(self.cfg)
+            with m.Switch(index):
+                for reg in Reg:
+                    with m.Case(reg):
+                        lo, hi = limits[reg.name.lower()]
+                        bits = max(hi.bit_length(), 1)  # compare only the bits a legal value can use
+                        with m.If((value[bits:] == 0) & (value[:bits] >= lo) & (value[:bits] <= hi)):
+                            m.d.sync += getattr(self, reg.name.lower()).eq(value)
+                            rsp.send()
+                        with m.Else():
+                            rsp.send(status=Status.RANGE)
+                with m.Default():
+                    rsp.send(status=Status.RANGE)
+
+    def _param_commands(self, m, rsp, read_kind):
+        """PARAM_REWIND, PARAM_WRITE, PARAM_READ: the weight at the walker, which then moves on."""
+        value, w_bits = self.cmd.payload.data, self.cfg.w_bits
+        with m.Case(Op.PARAM_REWIND):
+            m.d.comb += self.params.rewind.eq(1)
+            rsp.send()
+        with m.Case(Op.PARAM_WRITE):
+            with m.If(self.params.done | ~_fits_signed(value, w_bits)):
+                rsp.send(status=Status.RANGE)
+            with m.Else():
+                m.d.comb += [self.params.write.eq(1), self.params.data.eq(value[:w_bits]), self.params.advance.eq(1)]
+                rsp.send()
+        with m.Case(Op.PARAM_READ):
+            with m.If(self.params.done):
+                rsp.send(status=Status.RANGE)
+            with m.Else():
+                m.d.sync += read_kind.eq(_READ_PARAM)
+                m.next = "CMD_READ"
+
+    def _sample_commands(self, m, rsp, ptr, read_kind):
+        """SAMPLE_SEEK; SAMPLE_WRITE: the next field of the sample, inputs then targets, into its group's
+        word; OUTPUT_READ: its next output."""
+        cfg, S, value = self.cfg, self.S, self.cmd.payload.data
+        n0, nL = cfg.layers[0], cfg.layers[-1]
+        bits = ptr.sample.shape().width
+        with m.Case(Op.SAMPLE_SEEK):
+            with m.If((value[bits:] == 0) & (value[:bits] < cfg.max_batch)):
+                m.d.sync += [ptr.sample.eq(value), ptr.field.eq(0), ptr.output.eq(0)]
+                rsp.send()
+            with m.Else():
+                rsp.send(status=Status.RANGE)
+        with m.Case(Op.SAMPLE_WRITE):
+            is_x = ptr.field < n0
+            with m.If((ptr.sample >= cfg.max_batch) |
+                      ~Mux(is_x, _fits_signed(value, cfg.x_bits), _fits_signed(value, cfg.y_bits))):
+                rsp.send(status=Status.RANGE)
+            with m.Else():
+                with m.If(is_x):
+                    m.d.comb += [self.x_wr.addr.eq(ptr.group * n0 + ptr.field), self.x_wr.en.eq(C(1, S) << ptr.lane)]
+                    m.d.comb += [self.x_wr.data[s].eq(value[:cfg.x_bits]) for s in range(S)]
+                with m.Else():
+                    m.d.comb += [self.t_wr.addr.eq(ptr.group * nL + (ptr.field - n0)), self.t_wr.en.eq(C(1, S) << ptr.lane)]
+                    m.d.comb += [self.t_wr.data[s].eq(value[:cfg.y_bits]) for s in range(S)]
+                with m.If(ptr.field == n0 + nL - 1):
+                    m.d.sync += [ptr.field.eq(0), ptr.sample.eq(ptr.sample + 1)]
+                with m.Else():
+                    m.d.sync += ptr.field.eq(ptr.field + 1)
+                rsp.send()
+        with m.Case(Op.OUTPUT_READ):
+            with m.If(ptr.sample >= cfg.max_batch):
+                rsp.send(status=Status.RANGE)
+            with m.Else():
+                m.d.sync += read_kind.eq(_READ_OUTPUT)
+                m.next = "CMD_READ"
+
+    def _result_commands(self, m, rsp, counters, read_kind):
+        """READ_LOSS, READ_STEP (from their RAMs), READ_COUNTER, CLEAR_COUNTERS."""
+        index, KMAX = self.cmd.payload.index, self.cfg.max_directions
+        with m.Case(Op.READ_LOSS):
+            with m.If(index < 2 * KMAX + 1):
+                m.d.sync += read_kind.eq(_READ_LOSS)
+                m.next = "CMD_READ"
+            with m.Else():
+                rsp.send(status=Status.RANGE)
+        with m.Case(Op.READ_STEP):
+            with m.If(index < KMAX):
+                m.d.sync += read_kind.eq(_READ_STEP)
+                m.next = "CMD_READ"
+            with m.Else():
+                rsp.send(status=Status.RANGE)
+        with m.Case(Op.READ_COUNTER):
+            with m.If(index < len(counters)):
+                rsp.send(Array(counters)[index])
+            with m.Else():
+                rsp.send(status=Status.RANGE)
+        with m.Case(Op.CLEAR_COUNTERS):
+            m.d.sync += [cnt.eq(0) for cnt in counters]
+            rsp.send()
+
+    def _counters(self, m) -> list[Signal]:
+        """READ_COUNTER's counters, in Counter's order; they count here, CLEAR_COUNTERS clears them."""
+        # 48 bits: 65 days of clocks at 50 MHz, and half the carry chains of 64
+        cycles_busy, cycles_last = Signal(48), Signal(48)
+        synops = Signal(48)
+        spikes = [Signal(48, name=f"spikes{h}") for h in range(self.H)]
+        assert [Counter.CYCLES_BUSY, Counter.CYCLES_LAST, Counter.SYNAPTIC_OPS, Counter.SPIKES] == [0, 1, 2, 3]
+        fired = self.spikes.payload
+        with m.If(self.spikes.valid):
+            with m.Switch(fired.layer):
+                for h in range(self.H):
+                    with m.Case(h):  # a spike of hidden layer h drives a weight addition per neuron of h + 1
+                        m.d.sync += [spikes[h].eq(spikes[h] + fired.count),
+                                     synops.eq(synops + fired.count * self.cfg.layers[h + 2])]
+        with m.If(self.busy):
+            m.d.sync += [cycles_busy.eq(cycles_busy + 1), cycles_last.eq(cycles_last + 1)]
+        return [cycles_busy, cycles_last, synops] + spikes
+
+
+def _fits_signed(value, bits):
+    """value (64-bit two's complement) is in Q(bits): no wide comparator needed."""
+    top = value[bits - 1:]
+    return (top == 0) | (top == (1 << (64 - bits + 1)) - 1)
+
+
+class _SamplePointer:
+    """SAMPLE_SEEK's sample, its next field (inputs then targets) and its next output (OUTPUT_READ)."""
+
+    def __init__(self, cfg: DeviceConfig, sample_lanes: int):
+        n0, nL = cfg.layers[0], cfg.layers[-1]
+        self.sample, self.field, self.output = Signal(range(cfg.max_batch + 1)), Signal(range(n0 + nL)), Signal(range(nL))
+        shift = sample_lanes.bit_length() - 1
+        self.group, self.lane = self.sample >> shift, self.sample[:shift] if shift else C(0, 1)  # the RAM word, its lane
+
+
+class _ResponseRegister:
+    """The response to the command in hand, offered on the stream until it is taken."""
+
+    def __init__(self, m, rsp):
+        self.m = m
+        self.pending = Signal()
+        self.status, self.data = Signal(8), Signal(64)
+        m.d.comb += [rsp.valid.eq(self.pending), rsp.payload.status.eq(self.status), rsp.payload.data.eq(self.data)]
+        with m.If(rsp.valid & rsp.ready):
+            m.d.sync += self.pending.eq(0)
+
+    def send(self, value=0, status=Status.OK):
+        self.m.d.sync += [self.pending.eq(1), self.status.eq(status), self.data.eq(value)]

@@ -1,0 +1,120 @@
+"""The memory map: every RAM of a build (its word, depth and ports), and the component that holds them.
+
+MemoryMap is the one description of the layout: Memories builds the RAMs from it, and each block that
+uses a RAM takes its ports with the signatures MemoryMap.ports gives, so a RAM changes in one place.
+Learner.memory_map() reports it. Port names: f"{ram}_wr" for the write port, f"{ram}_{read}" for each
+read port (`rd`, or `a_rd` and `b_rd` for the factor cache, which is read twice per clock).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from amaranth import Module, Shape, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory, ReadPort, WritePort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from rfsnn.sim.contract.config import DeviceConfig
+
+from .factors import DirectionFactors
+from .perturb import FACTOR
+
+
+@dataclass(frozen=True)
+class RAM:
+    shape: object  # the word
+    depth: int
+    reads: tuple[str, ...] = ("rd",)
+    lane_enables: bool = False  # one write enable per element of an array word
+    transparent: bool = False  # a read in the clock of a write to the same word returns the new word
+
+    @property
+    def width(self) -> int:
+        return Shape.cast(self.shape).width
+
+    def read_signature(self) -> ReadPort.Signature:
+        return ReadPort.Signature(addr_width=ceil_log2(self.depth), shape=self.shape)
+
+    def write_signature(self) -> WritePort.Signature:
+        return WritePort.Signature(addr_width=ceil_log2(self.depth), shape=self.shape,
+                                   granularity=1 if self.lane_enables else None)
+
+
+class MemoryMap:
+    """The RAMs of a build with P = N x S lanes, by name (lane p = s * N + n, docs/rtl.md)."""
+
+    def __init__(self, cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int):
+        N, S = neuron_lanes, sample_lanes
+        P = N * S
+        H = cfg.n_layers - 1
+        chunks = [math.ceil(o / N) for o, _ in cfg.layer_shapes]  # of the outputs of weight layer l
+        groups = math.ceil(cfg.max_batch / S)
+        n0, nL = cfg.layers[0], cfg.layers[-1]
+        u_word = data.ArrayLayout(signed(cfg.u_bits), P)
+        rams = {}
+        # weight layer l: word (j, c) holds the weights of input j (bias last) for outputs c*N .. c*N+N-1
+        for l, (_, i) in enumerate(cfg.layer_shapes):
+            rams[f"w{l}"] = RAM(data.ArrayLayout(signed(cfg.w_bits), N), (i + 1) * chunks[l], lane_enables=True)
+        # the batch, one word per group of S samples and input or output
+        rams["x"] = RAM(data.ArrayLayout(signed(cfg.x_bits), S), groups * n0, lane_enables=True)
+        rams["t"] = RAM(data.ArrayLayout(signed(cfg.y_bits), S), groups * nL, lane_enables=True)  # targets
+        rams["y"] = RAM(data.ArrayLayout(signed(cfg.y_bits), S), groups * nL, lane_enables=True)  # outputs
+        rams["i"] = RAM(u_word, chunks[0])  # input currents of the first hidden layer
+        # Membranes and spike counts. Transparent only with a single chunk: a chunk is then read in the
+        # clock its last update is written. Otherwise the two never meet, and a block RAM cannot be
+        # transparent without extra logic.
+        for h in range(H):
+            rams[f"u{h}"] = RAM(u_word, chunks[h], transparent=chunks[h] == 1)
+        rams["count"] = RAM(data.ArrayLayout(unsigned(cfg.t_shift + 1), P), chunks[H - 1],  # 0..T, last hidden
+                            transparent=chunks[H - 1] == 1)
+        # Event lists: the chunks of hidden layer h (h < H-1) that spiked in this time step, compacted
+        # (silent chunks are not stored, so the next layer's cost follows the spikes, not the width).
+        for h in range(H - 1):
+            rams[f"events{h}"] = RAM(data.StructLayout({"chunk": range(chunks[h]), "bits": P}), chunks[h],
+                                     transparent=True)
+        # the step's direction factors, direction after direction (DirectionFactors.slot_starts)
+        rams["factors"] = RAM(FACTOR, cfg.max_directions * DirectionFactors.factors_per_direction(cfg),
+                              reads=("a_rd", "b_rd"))
+        rams["loss"] = RAM(unsigned(cfg.loss_bits), 2 * cfg.max_directions + 1)  # the losses of a command
+        rams["step"] = RAM(signed(cfg.step_bits), cfg.max_directions)  # the clipped steps
+        self.rams: dict[str, RAM] = rams
+
+    def sizes(self) -> dict[str, tuple[int, int]]:
+        """name -> (depth, word width in bits)."""
+        return {name: (ram.depth, ram.width) for name, ram in self.rams.items()}
+
+    def signatures(self) -> dict[str, wiring.Signature]:
+        """Every port by name, as the RAM sees it."""
+        out = {}
+        for name, ram in self.rams.items():
+            out[f"{name}_wr"] = ram.write_signature()
+            out.update({f"{name}_{read}": ram.read_signature() for read in ram.reads})
+        return out
+
+    def ports(self, *names: str) -> dict[str, wiring.Member]:
+        """Signature members of a block that uses these ports."""
+        sigs = self.signatures()
+        return {name: In(sigs[name]) for name in names}
+
+
+class Memories(wiring.Component):
+    """Every RAM of the map; each port is a member of the signature, named as in MemoryMap."""
+
+    def __init__(self, memory_map: MemoryMap):
+        self.map = memory_map
+        super().__init__({name: Out(sig) for name, sig in memory_map.signatures().items()})
+
+    def elaborate(self, platform):
+        m = Module()
+        for name, ram in self.map.rams.items():
+            # Block RAM even when small: yosys would build the small ones from flip-flops and read
+            # multiplexers, which cost the iCE40 hundreds of logic cells; block RAMs are to spare.
+            m.submodules[name] = mem = Memory(shape=ram.shape, depth=ram.depth, init=[], attrs={"ram_style": "block"})
+            write = mem.write_port(granularity=1 if ram.lane_enables else None)
+            wiring.connect(m, wiring.flipped(getattr(self, f"{name}_wr")), write)
+            for read in ram.reads:
+                port = mem.read_port(transparent_for=(write,) if ram.transparent else ())
+                wiring.connect(m, wiring.flipped(getattr(self, f"{name}_{read}")), port)
+        return m
