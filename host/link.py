@@ -18,7 +18,6 @@ from rfsnn.sim.contract.config import DeviceConfig, StepParams, forward_passes
 from rfsnn.sim.contract.protocol import LinkStatus
 
 
-
 class LinkError(RuntimeError):
     """The link failed: no valid reply after the retries, or the device refused a request."""
 

@@ -25,7 +25,7 @@ class SimulatedCore:
 
         from rfsnn.rtl.top import DeviceCore
 
-        self.cfg, self.clock_hz = cfg, clock_hz
+        self.clock_hz = clock_hz
         self.dut = DeviceCore(cfg, neuron_lanes, sample_lanes)
         self.sim = Simulator(self.dut)
         self.sim.add_clock(1 / clock_hz)
@@ -34,7 +34,6 @@ class SimulatedCore:
         self._from_device = bytearray()
         self._busy = False
         self.cycles = 0
-        self.bytes_sent = self.bytes_received = 0
 
     async def _pump(self, ctx):
         """Feed the device's byte input from the host's queue and collect its output, one byte per clock
@@ -59,7 +58,6 @@ class SimulatedCore:
         self.sim.run_until((self.cycles + cycles) / self.clock_hz)
 
     def write(self, data: bytes) -> None:
-        self.bytes_sent += len(data)
         self._to_device += data
 
     def read(self, timeout: float) -> bytes:
@@ -77,8 +75,4 @@ class SimulatedCore:
             if not self._from_device and not self._to_device and not self._busy:
                 break  # idle with nothing queued: no reply can come
         out, self._from_device = bytes(self._from_device), bytearray()
-        self.bytes_received += len(out)
         return out
-
-    def close(self) -> None:
-        pass

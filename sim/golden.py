@@ -149,6 +149,7 @@ class GoldenModel:
         exact32 = cfg.u_bits <= 24 and (fan_in + 1) * (1 << (cfg.w_bits - 1)) <= 1 << 24
         self.loop_dtype = np.float32 if exact32 else np.float64
         self.first_layer_trains = first_layer_trains(cfg)
+        self.first_layer_counts = self.first_layer_trains.sum(axis=0, dtype=np.int64)  # spikes per current
 
     # ---- parameter handling ------------------------------------------------------------------------
     def check_params(self, params: list[np.ndarray]) -> list[np.ndarray]:
@@ -201,7 +202,7 @@ class GoldenModel:
         trains = self.first_layer_trains
         hidden = aug[:-1]
         dt = self.loop_dtype
-        totals = [trains.sum(axis=0, dtype=np.int64)[column].astype(dt)]
+        totals = [self.first_layer_counts[column].astype(dt)]
         if len(hidden) > 1:
             shape = [(aug[0].shape[0], x.shape[0], a.shape[1]) for a in hidden]
             U = [None] + [np.zeros(s, dt) for s in shape[1:]]
