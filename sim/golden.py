@@ -18,6 +18,7 @@ import numpy as np
 
 from .contract import lfsr
 from .contract.config import ConfigError, DeviceConfig, StepParams
+from .contract.neuron import first_layer_counts, first_layer_trains, lif_update  # noqa: F401 (the element-wise rule)
 
 
 # ---- fixed-point primitives (each one is a sentence of docs/fixed-point.md) ----------------------
@@ -61,35 +62,6 @@ def input_current(w_row: np.ndarray, bias: np.ndarray, x: np.ndarray, cfg: Devic
     """
     acc = (np.asarray(w_row, np.int64) * np.asarray(x, np.int64)).sum(axis=-1)
     return np.clip(rshift_round_int(acc, cfg.x_frac) + np.asarray(bias, np.int64), *cfg.u_range)
-
-
-def lif_update(u: np.ndarray, cur: np.ndarray, cfg: DeviceConfig) -> tuple[np.ndarray, np.ndarray]:
-    """One neuron time step on int64 arrays: leak, integrate, compare, reset by subtraction.
-
-    The element-wise statement of docs/fixed-point.md section 2, steps 2-4, for checking gateware
-    lane by lane; the batched forward pass below computes the same thing in place.
-    """
-    u, cur = np.asarray(u, np.int64), np.asarray(cur, np.int64)
-    v = np.clip(u - (u >> cfg.leak_shift) + cur, *cfg.u_range)
-    spike = v >= cfg.threshold_q
-    return v - cfg.threshold_q * spike, spike
-
-
-def first_layer_trains(cfg: DeviceConfig) -> np.ndarray:
-    """Spike trains of a first-layer neuron, (T, theta + 1) booleans: row t, column I says whether a
-    neuron driven by the constant current I spikes at time step t (docs/fixed-point.md, section 2).
-
-    The first hidden layer is direct-coded, so its current is constant over the T steps and its spike
-    train is a function of that current alone. Only 0 < I < theta needs the table, made here by the
-    element-wise LIF step itself: I <= 0 never fires (U stays <= 0) and I >= theta fires at every step
-    (U stays >= 0 after each reset), so a current clamped to [0, theta] indexes it exactly.
-    """
-    current = np.arange(cfg.threshold_q + 1, dtype=np.int64)
-    u = np.zeros_like(current)
-    trains = np.empty((cfg.t_steps, current.size), bool)
-    for t in range(cfg.t_steps):
-        u, trains[t] = lif_update(u, current, cfg)
-    return trains
 
 
 @dataclass
@@ -149,7 +121,7 @@ class GoldenModel:
         exact32 = cfg.u_bits <= 24 and (fan_in + 1) * (1 << (cfg.w_bits - 1)) <= 1 << 24
         self.loop_dtype = np.float32 if exact32 else np.float64
         self.first_layer_trains = first_layer_trains(cfg)
-        self.first_layer_counts = self.first_layer_trains.sum(axis=0, dtype=np.int64)  # spikes per current
+        self.first_layer_counts = first_layer_counts(cfg)  # spikes per current
 
     # ---- parameter handling ------------------------------------------------------------------------
     def check_params(self, params: list[np.ndarray]) -> list[np.ndarray]:

@@ -39,11 +39,12 @@ def n_passes(sp: StepParams) -> int:
 
 def sample_work(cfg: DeviceConfig) -> int:
     """Lane operations of one sample in one forward pass, without the event-driven synaptic additions:
-    n1 (n0 + 1) input multiply-accumulates + T sum(hidden) LIF updates + T sum(hidden beyond the first)
-    bias additions + nL (n_{L-1} + 1) readout multiply-accumulates."""
+    n1 (n0 + 1) input multiply-accumulates (the first hidden layer's spikes are then a table lookup of the
+    current, docs/fixed-point.md section 2, so it needs no time loop) + T sum(hidden beyond the first) LIF
+    updates and as many bias additions + nL (n_{L-1} + 1) readout multiply-accumulates."""
     L, T = cfg.layers, cfg.t_steps
-    hidden = L[1:-1]
-    return L[1] * (L[0] + 1) + T * sum(hidden) + T * sum(hidden[1:]) + L[-1] * (L[-2] + 1)
+    deeper = L[2:-1]
+    return L[1] * (L[0] + 1) + 2 * T * sum(deeper) + L[-1] * (L[-2] + 1)
 
 
 def event_work(cfg: DeviceConfig, spikes: list[int]) -> int:
@@ -60,10 +61,11 @@ def ideal_cycles(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, batch:
     useful work on every clock.
 
     Per sample and per forward pass the work is
-        n1 (n0 + 1)                      input-layer multiply-accumulates (bias included)
-      + T sum(hidden widths)             LIF neuron updates
+        n1 (n0 + 1)                      input-layer multiply-accumulates (bias included); the first
+                                         hidden layer's spikes follow from its current by table
       + event-driven synaptic additions  of hidden layers beyond the first: spikes of layer l-1 x n_l,
-                                         plus T n_l bias additions (zero for one hidden layer)
+                                         plus T n_l bias additions and T n_l LIF updates (zero for one
+                                         hidden layer)
       + nL (n_{L-1} + 1)                 readout multiply-accumulates.
     Ideal cycles per step = passes x batch x that / P + n_params / P (the update pass, P weights per
     clock), with passes = 2K (central differences) or K + 1 (forward differences). `spikes` is the

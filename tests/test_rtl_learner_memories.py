@@ -10,17 +10,19 @@ def test_default_build_map():
     """The table in docs/rtl.md (2-64-1, N = 1, S = 8, max_batch 256, max_directions 32), which
     Learner.memory_map() reports."""
     assert MemoryMap(DeviceConfig(), 1, 8).sizes() == {
-        "w0": (192, 16), "w1": (65, 16), "x": (64, 128), "t": (32, 128), "y": (32, 128), "i": (64, 192),
-        "u0": (64, 192), "count": (64, 40), "factors": (4256, 3), "loss": (65, 48), "step": (32, 24)}
+        "w0": (192, 16), "w1": (65, 16), "x": (64, 128), "t": (32, 128), "y": (32, 128), "count": (64, 40), "factors": (4256, 3), "loss": (65, 48), "step": (32, 24)}
 
 
 def test_transparent_where_a_word_is_read_in_the_clock_it_is_written():
     """Membranes and counts of a single-chunk layer (its next time step reads what this one writes), and
-    the event lists (an entry is read as it is appended)."""
+    the event lists (an entry is read as it is appended). One hidden layer has no membranes, and its
+    looked-up counts are written once per sample, never read back in the same clock."""
     rams = MemoryMap(DeviceConfig(layers=(2, 2, 5, 1)), 2, 2).rams  # chunks: 1, 3
     assert {name for name, ram in rams.items() if ram.transparent} == {"u0", "events0"}
+    rams = MemoryMap(DeviceConfig(layers=(2, 3, 4, 1)), 4, 2).rams  # chunks: 1, 1
+    assert {name for name, ram in rams.items() if ram.transparent} == {"u0", "u1", "count", "events0"}
     rams = MemoryMap(DeviceConfig(layers=(2, 3, 1)), 4, 2).rams
-    assert {name for name, ram in rams.items() if ram.transparent} == {"u0", "count"}
+    assert not any(ram.transparent for ram in rams.values()) and "u0" not in rams and "i" not in rams
 
 
 @pytest.mark.parametrize("layers,lanes", [((2, 6, 5, 1), (2, 2)), ((1, 1, 3, 2), (1, 4))])

@@ -5,10 +5,11 @@ pass's last clock, when `run.loss` holds its loss. Per group of S samples (docs/
   IN    input currents, once per sample: for each chunk c, for j in inputs + bias:
         acc += w'(j, c) * x[s, j]; then I = sat_u(rsr(acc, x_frac) + b') -> current RAM
         (P multipliers; (n0 + 1) words per chunk).
-  then for each time step t:
+  With one hidden layer, I goes to the spike-count table (counts.SpikeCountTable) instead, and its
+  count, two clocks later, to the count RAM: there is no time loop (COUNT_DRAIN waits for the last
+  chunk's counts), and the pass goes on with OUT. With more hidden layers, for each time step t:
   TICK  first hidden layer: U, I -> LIFLanes -> U, one chunk per clock. Chunks with a spike (in a
-        sample of the batch) are appended to an event list. With one hidden layer the time steps
-        follow each other without a gap.
+        sample of the batch) are appended to an event list.
   EVh   hidden layer h >= 1, event-driven: for each chunk c, replay the event list of layer h-1, one
         spiking presynaptic neuron j per clock: acc[s, n] += w'(j, c) in the sample lanes s where j
         spiked; then the bias word, I = sat_u(acc + b'), and the LIF update of chunk c. A silent
@@ -34,6 +35,7 @@ from amaranth.lib.wiring import In, Out
 
 from rfsnn.sim.contract.config import DeviceConfig
 
+from .counts import SpikeCountTable, first_layer_looked_up
 from .factors import DirectionFactors
 from .fixed import rshift_round, saturate
 from .lif import LIFLanes
@@ -71,8 +73,9 @@ class FactorRegisters(wiring.Signature):
 
 
 def spike_report(cfg: DeviceConfig, lanes: int) -> data.StructLayout:
-    """One chunk's LIF update: its hidden layer, and how many of its lanes fired (samples of the batch)."""
-    return data.StructLayout({"layer": range(cfg.n_layers - 1), "count": range(lanes + 1)})
+    """A chunk's spikes: its hidden layer, and how many spikes its lanes made (in samples of the batch): at
+    most one per lane for a LIF update, T per lane for a looked-up count."""
+    return data.StructLayout({"layer": range(cfg.n_layers - 1), "count": range(lanes * cfg.t_steps + 1)})
 
 
 class _Pass:
@@ -128,9 +131,13 @@ class ForwardEngine(wiring.Component):
         # One neuron lane: the factors come from the factor cache, read with the weight; more lanes need
         # N a-values per word, which the registers give.
         self.cached = neuron_lanes == 1
+        # One hidden layer: its spike counts are looked up from the input currents (counts.py), with no
+        # time loop, no membranes and no LIF update.
+        self.looked_up = first_layer_looked_up(cfg)
         L, H = cfg.n_layers, cfg.n_layers - 1
-        rams = [f"w{l}_rd" for l in range(L)] + ["x_rd", "t_rd", "y_wr", "i_rd", "i_wr", "count_rd", "count_wr"]
-        rams += [f"u{h}_{p}" for h in range(H) for p in ("rd", "wr")]
+        rams = [f"w{l}_rd" for l in range(L)] + ["x_rd", "t_rd", "y_wr", "count_rd", "count_wr"]
+        if not self.looked_up:
+            rams += ["i_rd", "i_wr"] + [f"u{h}_{p}" for h in range(H) for p in ("rd", "wr")]
         rams += [f"events{h}_{p}" for h in range(H - 1) for p in ("rd", "wr")]
         rams += ["factors_a_rd", "factors_b_rd"] if self.cached else []
         super().__init__({
@@ -147,13 +154,17 @@ class ForwardEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.pert = pert = PerturbedRead(self.cfg, self.N)
-        m.submodules.lif = lif = LIFLanes(self.cfg, self.P)
         m.submodules.loss = lossacc = LossAccumulator(self.cfg)
         p = _Pass(self.cfg, self.N, self.S, self.chunks)
         lane_valid = [p.g_base + s < self.batch for s in range(self.S)]  # samples of the batch
         self._perturbed_read(m, p, pert)
         self._mac_stage(m, p, pert)
-        self._lif_stage(m, p, lif, lane_valid)
+        if self.looked_up:
+            m.submodules.counts = counts = SpikeCountTable(self.cfg, self.P, range(self.chunks[0]))
+            self._count_stage(m, p, counts, lane_valid)
+        else:
+            m.submodules.lif = lif = LIFLanes(self.cfg, self.P)
+            self._lif_stage(m, p, lif, lane_valid)
         m.d.comb += [lossacc.pairs.payload.y.eq(Array([p.yreg[s * self.N + n] for s in range(self.S)
                                                         for n in range(self.N)])[p.ls * self.N + p.ln]),
                      lossacc.pairs.payload.target.eq(Array([self.t_rd.data[s] for s in range(self.S)])[p.ls]),
@@ -162,8 +173,9 @@ class ForwardEngine(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.run.start):
                     self._start_pass(m, p, lossacc)
-            self._input_phase(m, p)
-            self._first_hidden_phase(m, p)
+            self._input_phase(m, p, counts if self.looked_up else None)
+            if not self.looked_up:
+                self._first_hidden_phase(m, p)
             for h in range(1, self.cfg.n_layers - 1):
                 self._event_phase(m, p, h)
             self._readout_phase(m, p)
@@ -221,8 +233,20 @@ class ForwardEngine(wiring.Component):
                 m.d.sync += acc.eq(acc + pert.w_pert[n])
             with m.If(op.evb):
                 m.d.sync += acc.eq(0)
-        with m.If(op.mac & op.last & ~op.out):  # a chunk's input currents are complete
-            m.d.comb += [self.i_wr.addr.eq(op.chunk), self.i_wr.data.eq(p.cur_word), self.i_wr.en.eq(1)]
+        if not self.looked_up:  # (with a looked-up first layer, _count_stage takes the currents)
+            with m.If(op.mac & op.last & ~op.out):  # a chunk's input currents are complete
+                m.d.comb += [self.i_wr.addr.eq(op.chunk), self.i_wr.data.eq(p.cur_word), self.i_wr.en.eq(1)]
+
+    def _count_stage(self, m, p, counts, lane_valid):
+        """One hidden layer: a chunk's input currents, when complete, go to the spike-count table; its
+        counts, two clocks later, to the count RAM (the readout's input) and the spike counter."""
+        N, op = self.N, p.issued
+        m.d.comb += [counts.valid.eq(op.mac & op.last & ~op.out), counts.cur.eq(p.cur_word), counts.tag.eq(op.chunk)]
+        with m.If(counts.out_valid):
+            m.d.comb += [self.count_wr.addr.eq(counts.out_tag), self.count_wr.data.eq(counts.count),
+                         self.count_wr.en.eq(1), self.spikes.valid.eq(1), self.spikes.payload.layer.eq(0),
+                         self.spikes.payload.count.eq(sum(Mux(lane_valid[q // N], counts.count[q], 0)
+                                                          for q in range(self.P)))]
 
     def _lif_stage(self, m, p, lif, lane_valid):
         """A chunk of hidden layer `hidden`, its current from the current RAM or the events: the LIF update,
@@ -273,7 +297,7 @@ class ForwardEngine(wiring.Component):
         m.d.sync += [p.c.eq(0), p.j.eq(0), p.wa.eq(0), p.jc.eq(0), p.jn.eq(0), p.lo.eq(0)]
         m.next = "OUT"
 
-    def _input_phase(self, m, p):
+    def _input_phase(self, m, p, counts):
         n0, C0, op = self.cfg.layers[0], self.chunks[0], p.issued
         with m.State("IN"):  # input currents of chunk c: inputs j = 0..n0-1, then the bias
             m.d.comb += [self.w0_rd.addr.eq(p.wa), self.x_rd.addr.eq(p.xa)]
@@ -288,7 +312,11 @@ class ForwardEngine(wiring.Component):
                 m.d.sync += [p.j.eq(p.j + 1), p.xa.eq(p.xa + 1), p.wa.eq(p.wa + C0)]
         with m.State("IN_DRAIN"):
             m.d.sync += [op.mac.eq(0), p.c.eq(0), p.t.eq(0), p.n_events[0].eq(0)]
-            m.next = "TICK"
+            m.next = "COUNT_DRAIN" if counts is not None else "TICK"
+        if counts is not None:
+            with m.State("COUNT_DRAIN"):  # the last chunk's counts are on their way to the count RAM
+                with m.If(~counts.busy):
+                    self._start_readout(m, p)
 
     def _first_hidden_phase(self, m, p):
         H, C0, op = self.cfg.n_layers - 1, self.chunks[0], p.issued

@@ -18,6 +18,7 @@ from amaranth.utils import ceil_log2
 
 from rfsnn.sim.contract.config import DeviceConfig
 
+from .counts import count_shape, first_layer_looked_up
 from .factors import DirectionFactors
 from .perturb import FACTOR
 
@@ -61,14 +62,17 @@ class MemoryMap:
         rams["x"] = RAM(data.ArrayLayout(signed(cfg.x_bits), S), groups * n0, lane_enables=True)
         rams["t"] = RAM(data.ArrayLayout(signed(cfg.y_bits), S), groups * nL, lane_enables=True)  # targets
         rams["y"] = RAM(data.ArrayLayout(signed(cfg.y_bits), S), groups * nL, lane_enables=True)  # outputs
-        rams["i"] = RAM(u_word, chunks[0])  # input currents of the first hidden layer
         # Membranes and spike counts. Transparent only with a single chunk: a chunk is then read in the
         # clock its last update is written. Otherwise the two never meet, and a block RAM cannot be
-        # transparent without extra logic.
-        for h in range(H):
-            rams[f"u{h}"] = RAM(u_word, chunks[h], transparent=chunks[h] == 1)
-        rams["count"] = RAM(data.ArrayLayout(unsigned(cfg.t_shift + 1), P), chunks[H - 1],  # 0..T, last hidden
-                            transparent=chunks[H - 1] == 1)
+        # transparent without extra logic. With one hidden layer its counts are looked up from its input
+        # currents (counts.SpikeCountTable): no current or membrane RAM, and no update of a count.
+        looked_up = first_layer_looked_up(cfg)
+        if not looked_up:
+            rams["i"] = RAM(u_word, chunks[0])  # input currents of the first hidden layer
+            for h in range(H):
+                rams[f"u{h}"] = RAM(u_word, chunks[h], transparent=chunks[h] == 1)
+        rams["count"] = RAM(data.ArrayLayout(count_shape(cfg), P), chunks[H - 1],  # 0..T, last hidden
+                            transparent=chunks[H - 1] == 1 and not looked_up)
         # Event lists: the chunks of hidden layer h (h < H-1) that spiked in this time step, compacted
         # (silent chunks are not stored, so the next layer's cost follows the spikes, not the width).
         for h in range(H - 1):

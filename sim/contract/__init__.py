@@ -8,6 +8,7 @@ importable without Amaranth.
   reply sizes, statuses, SLIP framing, CRC, MAX_PAYLOAD, the receive window;
 - lfsr: the noise generator's bit stream (taps, seeding, leap-forward), which both sides draw from;
 - fixed: real <-> fixed-point conversion (quantize, dequantize) and 64-bit two's complement words.
+- neuron: the LIF step element-wise, and the first hidden layer's spike trains and counts per current.
 
 docs/fixed-point.md and docs/protocol.md say the same in prose; sim/golden.py computes by it, and
 rtl/ builds its tables and layouts from it.
