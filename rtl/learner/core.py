@@ -73,7 +73,8 @@ class Learner(wiring.Component):
                      seq.infer.eq(fe.infer), seq.train.eq(fe.train), fe.done.eq(seq.done), fe.result.eq(seq.result)]
         m.d.comb += [getattr(seq, reg).eq(getattr(fe, reg))
                      for reg in ("seed", "directions", "mode", "layer_start", "gain_mant", "gain_shift", "clip")]
-        m.d.comb += [fwd.batch.eq(fe.batch), fwd.sigma.eq(fe.sigma), fwd.layerwise.eq(fe.mode.layerwise)]
+        m.d.comb += [fwd.batch.eq(fe.batch), fwd.sigma.eq(fe.sigma), fwd.layerwise.eq(fe.mode.layerwise),
+                     fwd.x_written.eq(fe.x_wr.en.any())]
         wiring.connect(m, seq.run, fwd.run)
         wiring.connect(m, fe.params, walker.host)
         wiring.connect(m, seq.params, walker.update)

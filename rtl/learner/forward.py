@@ -84,14 +84,17 @@ class _Pass:
     def __init__(self, cfg: DeviceConfig, N: int, S: int, chunks: list[int]):
         P, H, L = N * S, cfg.n_layers - 1, cfg.n_layers
         widths = cfg.layers
-        groups = math.ceil(cfg.max_batch / S)
         # pointers of the issue stage
         self.g_base = Signal(range(cfg.max_batch + S + 1))  # first sample of the group
-        self.gx, self.gy = Signal(range(groups * widths[0] + 1)), Signal(range(groups * widths[-1] + 1))
+        # the group's inputs, one register word per sample lane, loaded from the x RAM (LOAD); `held`: they
+        # are still those of the group at `held_base` (a batch of one group loads once per command)
+        self.xs = [Signal(data.ArrayLayout(signed(cfg.x_bits), widths[0]), name=f"xs{s}") for s in range(S)]
+        self.ld = Signal(range(S + 1))
+        self.ld_valid = Signal()
+        self.held, self.held_base = Signal(), Signal.like(self.g_base)
         self.c = Signal(range(max(chunks) + 1))  # chunk being issued
         self.j = Signal(range(max(widths[:-1]) + 2))  # input column being issued
         self.wa = Signal(walker_position(cfg, N)["addr"])
-        self.xa = Signal(range(groups * widths[0] + 1))
         self.jc, self.jn = Signal(range(chunks[H - 1] + 1)), Signal(range(N))  # last-hidden j = jc * N + jn
         self.t = Signal(range(cfg.t_steps + 1))
         # event replay (hidden layers >= 1): entry e of the previous layer's list, and the neurons of the
@@ -144,6 +147,7 @@ class ForwardEngine(wiring.Component):
             "run": In(PassControl(cfg)),
             "busy": Out(1),
             "batch": In(range(cfg.max_batch + 1)),
+            "x_written": In(1),  # the x RAM changed: the inputs held in the lanes are stale
             "sigma": In(cfg.w_bits),
             "layerwise": In(1),
             "spikes": Out(stream.Signature(spike_report(cfg, self.P), always_ready=True)),
@@ -157,6 +161,7 @@ class ForwardEngine(wiring.Component):
         m.submodules.loss = lossacc = LossAccumulator(self.cfg)
         p = _Pass(self.cfg, self.N, self.S, self.chunks)
         lane_valid = [p.g_base + s < self.batch for s in range(self.S)]  # samples of the batch
+        self._input_registers(m, p)
         self._perturbed_read(m, p, pert)
         self._mac_stage(m, p, pert)
         if self.looked_up:
@@ -167,12 +172,13 @@ class ForwardEngine(wiring.Component):
             self._lif_stage(m, p, lif, lane_valid)
         m.d.comb += [lossacc.pairs.payload.y.eq(Array([p.yreg[s * self.N + n] for s in range(self.S)
                                                         for n in range(self.N)])[p.ls * self.N + p.ln]),
-                     lossacc.pairs.payload.target.eq(Array([self.t_rd.data[s] for s in range(self.S)])[p.ls]),
+                     lossacc.pairs.payload.target.eq(Array([self.t_rd.data[o] for o in range(self.cfg.layers[-1])])[p.lo]),
                      self.run.loss.eq(lossacc.loss)]
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.run.start):
                     self._start_pass(m, p, lossacc)
+            self._load_phase(m, p)
             self._input_phase(m, p, counts if self.looked_up else None)
             if not self.looked_up:
                 self._first_hidden_phase(m, p)
@@ -184,6 +190,15 @@ class ForwardEngine(wiring.Component):
         return m
 
     # ---- the datapath: executes the issued item -----------------------------------------------------
+
+    def _input_registers(self, m, p):
+        """The lanes' input registers: a loaded word shifts in; a write to the x RAM makes them stale."""
+        S = self.S
+        with m.If(self.x_written):
+            m.d.sync += p.held.eq(0)
+        m.d.sync += p.ld_valid.eq(0)
+        with m.If(p.ld_valid):
+            m.d.sync += [p.xs[s].eq(p.xs[s + 1]) for s in range(S - 1)] + [p.xs[S - 1].eq(self.x_rd.data)]
 
     def _perturbed_read(self, m, p, pert):
         """w' of the issued item's weight word: the factors of its output chunk and input column."""
@@ -218,7 +233,8 @@ class ForwardEngine(wiring.Component):
             s, n = divmod(lane, N)
             acc = p.acc[lane]
             count = Array([self.count_rd.data[s * N + k] for k in range(N)])[op.lane]  # last-hidden op.col, sample s
-            prod = pert.w_pert[n] * Mux(op.out, Cat(count, C(0, 1)).as_signed(), self.x_rd.data[s])
+            x = Array([p.xs[s][j] for j in range(cfg.layers[0])])[op.col]  # input col of sample s
+            prod = pert.w_pert[n] * Mux(op.out, Cat(count, C(0, 1)).as_signed(), x)
             m.d.comb += [p.cur_word[lane].eq(saturate(rshift_round(acc, cfg.x_frac) + pert.w_pert[n], cfg.u_bits)),
                          p.ev_cur[lane].eq(saturate(acc + pert.w_pert[n], cfg.u_bits))]
             with m.If(op.mac):
@@ -284,9 +300,24 @@ class ForwardEngine(wiring.Component):
     # ---- the FSM: issues one item per clock -----------------------------------------------------------
 
     def _start_pass(self, m, p, lossacc):
-        m.d.sync += [p.g_base.eq(0), p.gx.eq(0), p.gy.eq(0), p.c.eq(0), p.j.eq(0), p.wa.eq(0), p.xa.eq(0)]
+        m.d.sync += [p.g_base.eq(0), p.c.eq(0), p.j.eq(0), p.wa.eq(0), p.ld.eq(0)]
         m.d.comb += lossacc.clear.eq(1)
-        m.next = "IN"
+        m.next = "LOAD"
+
+    def _load_phase(self, m, p):
+        """The group's inputs into the lanes' registers, one sample per clock (skipped when they are held
+        already); each word arrives the clock after its read and shifts in, so after S reads lane s holds
+        sample g_base + s. The last one lands as IN issues its first item, which executes a clock later."""
+        S = self.S
+        with m.State("LOAD"):
+            with m.If(p.held & (p.held_base == p.g_base)):
+                m.next = "IN"
+            with m.Else():
+                m.d.comb += self.x_rd.addr.eq(p.g_base + p.ld)
+                m.d.sync += [p.ld_valid.eq(1), p.ld.eq(p.ld + 1)]
+                with m.If(p.ld == S - 1):
+                    m.d.sync += [p.held.eq(~self.x_written), p.held_base.eq(p.g_base), p.ld.eq(0)]
+                    m.next = "IN"
 
     def _start_event_layer(self, m, p, h):
         m.d.comb += getattr(self, f"events{h - 1}_rd").addr.eq(0)  # the first entry's data arrives as the layer starts
@@ -300,16 +331,16 @@ class ForwardEngine(wiring.Component):
     def _input_phase(self, m, p, counts):
         n0, C0, op = self.cfg.layers[0], self.chunks[0], p.issued
         with m.State("IN"):  # input currents of chunk c: inputs j = 0..n0-1, then the bias
-            m.d.comb += [self.w0_rd.addr.eq(p.wa), self.x_rd.addr.eq(p.xa)]
+            m.d.comb += self.w0_rd.addr.eq(p.wa)
             self._fetch_factors(m, 0, p.c, p.j)
             m.d.sync += [op.mac.eq(1), op.last.eq(p.j == n0), op.out.eq(0), op.layer.eq(0),
                          op.chunk.eq(p.c), op.col.eq(p.j)]
             with m.If(p.j == n0):
-                m.d.sync += [p.j.eq(0), p.xa.eq(p.gx), p.c.eq(p.c + 1), p.wa.eq(p.c + 1)]
+                m.d.sync += [p.j.eq(0), p.c.eq(p.c + 1), p.wa.eq(p.c + 1)]
                 with m.If(p.c == C0 - 1):
                     m.next = "IN_DRAIN"
             with m.Else():
-                m.d.sync += [p.j.eq(p.j + 1), p.xa.eq(p.xa + 1), p.wa.eq(p.wa + C0)]
+                m.d.sync += [p.j.eq(p.j + 1), p.wa.eq(p.wa + C0)]
         with m.State("IN_DRAIN"):
             m.d.sync += [op.mac.eq(0), p.c.eq(0), p.t.eq(0), p.n_events[0].eq(0)]
             m.next = "COUNT_DRAIN" if counts is not None else "TICK"
@@ -412,18 +443,19 @@ class ForwardEngine(wiring.Component):
             m.next = "LOSS_ISSUE"
 
     def _loss_phase(self, m, p, lossacc, lane_valid):
-        """The outputs of the group, one chunk after each readout: y stored, (y - target)^2 summed; then
-        the next group, or the pass's end."""
-        N, S, CR, n0, nL = self.N, self.S, self.chunks[-1], self.cfg.layers[0], self.cfg.layers[-1]
-        with m.State("LOSS_ISSUE"):  # output lo = c * N + ln: store y, fetch the targets
-            m.d.comb += [self.t_rd.addr.eq(p.gy + p.lo), self.y_wr.addr.eq(p.gy + p.lo)]
-            with m.If(self.run.store_outputs):  # for the samples of the batch
-                m.d.comb += self.y_wr.en.eq(Cat(*lane_valid))
-            m.d.comb += [self.y_wr.data[s].eq(Array([p.yreg[s * N + n] for n in range(N)])[p.ln]) for s in range(S)]
+        """The outputs of the group, one chunk after each readout, one sample per clock: y stored (INFER),
+        (y - target)^2 summed, the target read a clock ahead; then the next group, or the pass's end."""
+        N, S, CR, nL = self.N, self.S, self.chunks[-1], self.cfg.layers[-1]
+        with m.State("LOSS_ISSUE"):  # output lo = c * N + ln: fetch sample 0's target
+            m.d.comb += self.t_rd.addr.eq(p.g_base)
             m.d.sync += p.ls.eq(0)
             m.next = "LOSS_PAIRS"
-        with m.State("LOSS_PAIRS"):
-            m.d.comb += [self.t_rd.addr.eq(p.gy + p.lo), lossacc.pairs.valid.eq(Array(lane_valid)[p.ls])]
+        with m.State("LOSS_PAIRS"):  # sample ls: its target is here; fetch the next one's
+            m.d.comb += [self.t_rd.addr.eq(p.g_base + p.ls + 1), self.y_wr.addr.eq(p.g_base + p.ls),
+                         lossacc.pairs.valid.eq(Array(lane_valid)[p.ls])]
+            with m.If(self.run.store_outputs & Array(lane_valid)[p.ls]):  # for the samples of the batch
+                m.d.comb += self.y_wr.en.eq(C(1, nL) << p.lo)
+            m.d.comb += [self.y_wr.data[o].eq(lossacc.pairs.payload.y) for o in range(nL)]
             m.d.sync += p.ls.eq(p.ls + 1)
             with m.If(p.ls == S - 1):
                 m.d.sync += [p.ln.eq(p.ln + 1), p.lo.eq(p.lo + 1)]
@@ -436,10 +468,9 @@ class ForwardEngine(wiring.Component):
                 with m.Else():
                     m.next = "LOSS_ISSUE"
         with m.State("GROUP_END"):
-            m.d.sync += [p.g_base.eq(p.g_base + S), p.gx.eq(p.gx + n0), p.gy.eq(p.gy + nL),
-                         p.c.eq(0), p.j.eq(0), p.wa.eq(0), p.xa.eq(p.gx + n0)]
-            with m.If(p.g_base + S < self.batch):
-                m.next = "IN"
+            m.d.sync += [p.g_base.eq(p.g_base + self.S), p.c.eq(0), p.j.eq(0), p.wa.eq(0), p.ld.eq(0)]
+            with m.If(p.g_base + self.S < self.batch):
+                m.next = "LOAD"
             with m.Else():
                 m.next = "PASS_END"
         with m.State("PASS_END"):  # run.loss is the pass's; the sequencer may start the next pass now

@@ -56,10 +56,10 @@ class CommandFrontEnd(wiring.Component):
         m = Module()
         rsp = _ResponseRegister(m, self.rsp)
         counters = self._counters(m)
-        ptr = _SamplePointer(self.cfg, self.S)
+        ptr = _SamplePointer(self.cfg)
         # read addresses for CMD_READ: the data arrives next clock
         index, nL = self.cmd.payload.index, self.cfg.layers[-1]
-        m.d.comb += [self.y_rd.addr.eq(ptr.group * nL + ptr.output), self.loss_rd.addr.eq(index),
+        m.d.comb += [self.y_rd.addr.eq(ptr.sample), self.loss_rd.addr.eq(index),
                      self.step_rd.addr.eq(index)]
         read_kind = Signal(2)  # what CMD_READ answers with
         with m.FSM() as fsm:
@@ -87,7 +87,7 @@ class CommandFrontEnd(wiring.Component):
                         rsp.send(self.params.weight)
                         m.d.comb += self.params.advance.eq(1)
                     with m.Case(_READ_OUTPUT):
-                        rsp.send(Array([self.y_rd.data[s] for s in range(self.S)])[ptr.lane])
+                        rsp.send(Array([self.y_rd.data[o] for o in range(nL)])[ptr.output])
                         with m.If(ptr.output == nL - 1):
                             m.d.sync += [ptr.output.eq(0), ptr.sample.eq(ptr.sample + 1)]
                         with m.Else():
@@ -150,9 +150,9 @@ class CommandFrontEnd(wiring.Component):
                 m.next = "CMD_READ"
 
     def _sample_commands(self, m, rsp, ptr, read_kind):
-        """SAMPLE_SEEK; SAMPLE_WRITE: the next field of the sample, inputs then targets, into its group's
+        """SAMPLE_SEEK; SAMPLE_WRITE: the next field of the sample, inputs then targets, into the sample's
         word; OUTPUT_READ: its next output."""
-        cfg, S, value = self.cfg, self.S, self.cmd.payload.data
+        cfg, value = self.cfg, self.cmd.payload.data
         n0, nL = cfg.layers[0], cfg.layers[-1]
         bits = ptr.sample.shape().width
         with m.Case(Op.SAMPLE_SEEK):
@@ -168,11 +168,11 @@ class CommandFrontEnd(wiring.Component):
                 rsp.send(status=Status.RANGE)
             with m.Else():
                 with m.If(is_x):
-                    m.d.comb += [self.x_wr.addr.eq(ptr.group * n0 + ptr.field), self.x_wr.en.eq(C(1, S) << ptr.lane)]
-                    m.d.comb += [self.x_wr.data[s].eq(value[:cfg.x_bits]) for s in range(S)]
+                    m.d.comb += [self.x_wr.addr.eq(ptr.sample), self.x_wr.en.eq(C(1, n0) << ptr.field)]
+                    m.d.comb += [self.x_wr.data[j].eq(value[:cfg.x_bits]) for j in range(n0)]
                 with m.Else():
-                    m.d.comb += [self.t_wr.addr.eq(ptr.group * nL + (ptr.field - n0)), self.t_wr.en.eq(C(1, S) << ptr.lane)]
-                    m.d.comb += [self.t_wr.data[s].eq(value[:cfg.y_bits]) for s in range(S)]
+                    m.d.comb += [self.t_wr.addr.eq(ptr.sample), self.t_wr.en.eq(C(1, nL) << (ptr.field - n0).as_unsigned())]
+                    m.d.comb += [self.t_wr.data[o].eq(value[:cfg.y_bits]) for o in range(nL)]
                 with m.If(ptr.field == n0 + nL - 1):
                     m.d.sync += [ptr.field.eq(0), ptr.sample.eq(ptr.sample + 1)]
                 with m.Else():
@@ -237,11 +237,9 @@ def _fits_signed(value, bits):
 class _SamplePointer:
     """SAMPLE_SEEK's sample, its next field (inputs then targets) and its next output (OUTPUT_READ)."""
 
-    def __init__(self, cfg: DeviceConfig, sample_lanes: int):
+    def __init__(self, cfg: DeviceConfig):
         n0, nL = cfg.layers[0], cfg.layers[-1]
         self.sample, self.field, self.output = Signal(range(cfg.max_batch + 1)), Signal(range(n0 + nL)), Signal(range(nL))
-        shift = sample_lanes.bit_length() - 1
-        self.group, self.lane = self.sample >> shift, self.sample[:shift] if shift else C(0, 1)  # the RAM word, its lane
 
 
 class _ResponseRegister:

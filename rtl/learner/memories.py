@@ -51,17 +51,18 @@ class MemoryMap:
         P = N * S
         H = cfg.n_layers - 1
         chunks = [math.ceil(o / N) for o, _ in cfg.layer_shapes]  # of the outputs of weight layer l
-        groups = math.ceil(cfg.max_batch / S)
         n0, nL = cfg.layers[0], cfg.layers[-1]
         u_word = data.ArrayLayout(signed(cfg.u_bits), P)
         rams = {}
         # weight layer l: word (j, c) holds the weights of input j (bias last) for outputs c*N .. c*N+N-1
         for l, (_, i) in enumerate(cfg.layer_shapes):
             rams[f"w{l}"] = RAM(data.ArrayLayout(signed(cfg.w_bits), N), (i + 1) * chunks[l], lane_enables=True)
-        # the batch, one word per group of S samples and input or output
-        rams["x"] = RAM(data.ArrayLayout(signed(cfg.x_bits), S), groups * n0, lane_enables=True)
-        rams["t"] = RAM(data.ArrayLayout(signed(cfg.y_bits), S), groups * nL, lane_enables=True)  # targets
-        rams["y"] = RAM(data.ArrayLayout(signed(cfg.y_bits), S), groups * nL, lane_enables=True)  # outputs
+        # The batch, one word per sample (its inputs; its targets; its outputs): deep and narrow, so a
+        # sample lane costs no block RAM. The forward engine loads a group's inputs into the lanes'
+        # registers, and reads targets and writes outputs one sample per clock in the loss phase.
+        rams["x"] = RAM(data.ArrayLayout(signed(cfg.x_bits), n0), cfg.max_batch, lane_enables=True)
+        rams["t"] = RAM(data.ArrayLayout(signed(cfg.y_bits), nL), cfg.max_batch, lane_enables=True)  # targets
+        rams["y"] = RAM(data.ArrayLayout(signed(cfg.y_bits), nL), cfg.max_batch, lane_enables=True)  # outputs
         # Membranes and spike counts. Transparent only with a single chunk: a chunk is then read in the
         # clock its last update is written. Otherwise the two never meet, and a block RAM cannot be
         # transparent without extra logic. With one hidden layer its counts are looked up from its input
