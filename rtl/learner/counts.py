@@ -59,10 +59,15 @@ class SpikeCountTable(wiring.Component):
         table = [int(c) for c in first_layer_counts(cfg)[:theta]]  # currents 0 .. theta-1: counts <= T - 1
         rom_bits = (T - 1).bit_length()
         if rom_bits:
-            m.submodules.rom = rom = Memory(shape=unsigned(rom_bits), depth=theta, init=table,
-                                            attrs={"ram_style": "block"})
+            # One ROM per two lanes, as a block RAM has two read ports (one memory with P read ports
+            # would leave the copies to yosys, whose memory mapping fails on 64 of them).
+            roms = []
+            for r in range(-(-P // 2)):
+                m.submodules[f"rom{r}"] = rom = Memory(shape=unsigned(rom_bits), depth=theta, init=table,
+                                                       attrs={"ram_style": "block"})
+                roms.append(rom)
             for q in range(P):
-                port = rom.read_port()
+                port = roms[q // 2].read_port()
                 inside = (cur[q] > 0) & (cur[q] < theta)
                 m.d.comb += [port.addr.eq(Mux(inside, cur[q][:len(port.addr)], 0)),
                              self.count[q].eq(Mux(ge[q], T, port.data))]

@@ -115,6 +115,13 @@ class _Pass:
             "mask": S,  # event: the sample lanes in which presynaptic neuron `col` spiked
             "first": 1,  # t == 0: the membrane and the count start from 0
         }))
+        # The item in the execute stage, a clock behind `issued`: the perturbed weights of `issued` are
+        # formed in its clock (E0) and registered into `w_pert`; `executing` multiplies, accumulates and
+        # runs the LIF update with them in the next (E1). The RAMs an item reads besides weights and
+        # factors (membranes, currents, counts) get their addresses a clock late, so their words arrive
+        # in E1 too (ForwardEngine._late).
+        self.executing = Signal.like(self.issued)
+        self.w_pert = Signal(data.ArrayLayout(signed(cfg.w_bits), N))
         # the datapath's results
         cbits = cfg.t_shift + 1
         acc_bits = 1 + max(cfg.x_bits + cfg.w_bits + math.ceil(math.log2(widths[0] + 1)),
@@ -161,6 +168,13 @@ class ForwardEngine(wiring.Component):
         m.submodules.loss = lossacc = LossAccumulator(self.cfg)
         p = _Pass(self.cfg, self.N, self.S, self.chunks)
         lane_valid = [p.g_base + s < self.batch for s in range(self.S)]  # samples of the batch
+        self._late = {}
+        for name in [f"u{h}_rd" for h in range(self.cfg.n_layers - 1)] + ["i_rd", "count_rd"]:
+            if hasattr(self, name):
+                port = getattr(self, name)
+                self._late[name] = early = Signal(len(port.addr), name=f"{name}_addr_early")
+                m.d.sync += port.addr.eq(early)
+        m.d.sync += [p.executing.eq(p.issued), p.w_pert.eq(pert.w_pert)]
         self._input_registers(m, p)
         self._perturbed_read(m, p, pert)
         self._mac_stage(m, p, pert)
@@ -226,27 +240,31 @@ class ForwardEngine(wiring.Component):
             m.d.comb += [self.factors_a_rd.addr.eq(kbase + start + chunk),
                          self.factors_b_rd.addr.eq(kbase + (start + o) + col)]
 
+    def _active(self, op):
+        """An item that computes (not a bubble)."""
+        return op.mac | op.lif0 | op.ev | op.evb
+
     def _mac_stage(self, m, p, pert):
         """P multiply-accumulates: input currents (x) or readout (spike counts); masked adds of events."""
-        cfg, N, op = self.cfg, self.N, p.issued
+        cfg, N, op, w_pert = self.cfg, self.N, p.executing, p.w_pert
         for lane in range(self.P):
             s, n = divmod(lane, N)
             acc = p.acc[lane]
             count = Array([self.count_rd.data[s * N + k] for k in range(N)])[op.lane]  # last-hidden op.col, sample s
             x = Array([p.xs[s][j] for j in range(cfg.layers[0])])[op.col]  # input col of sample s
-            prod = pert.w_pert[n] * Mux(op.out, Cat(count, C(0, 1)).as_signed(), x)
-            m.d.comb += [p.cur_word[lane].eq(saturate(rshift_round(acc, cfg.x_frac) + pert.w_pert[n], cfg.u_bits)),
-                         p.ev_cur[lane].eq(saturate(acc + pert.w_pert[n], cfg.u_bits))]
+            prod = w_pert[n] * Mux(op.out, Cat(count, C(0, 1)).as_signed(), x)
+            m.d.comb += [p.cur_word[lane].eq(saturate(rshift_round(acc, cfg.x_frac) + w_pert[n], cfg.u_bits)),
+                         p.ev_cur[lane].eq(saturate(acc + w_pert[n], cfg.u_bits))]
             with m.If(op.mac):
                 with m.If(op.last):
                     m.d.sync += acc.eq(0)
                     with m.If(op.out):
-                        m.d.sync += p.yreg[lane].eq(saturate(rshift_round(acc, cfg.t_shift) + pert.w_pert[n],
+                        m.d.sync += p.yreg[lane].eq(saturate(rshift_round(acc, cfg.t_shift) + w_pert[n],
                                                              cfg.y_bits))
                 with m.Else():
                     m.d.sync += acc.eq(acc + prod)
             with m.If(op.ev & op.mask[s]):
-                m.d.sync += acc.eq(acc + pert.w_pert[n])
+                m.d.sync += acc.eq(acc + w_pert[n])
             with m.If(op.evb):
                 m.d.sync += acc.eq(0)
         if not self.looked_up:  # (with a looked-up first layer, _count_stage takes the currents)
@@ -256,7 +274,7 @@ class ForwardEngine(wiring.Component):
     def _count_stage(self, m, p, counts, lane_valid):
         """One hidden layer: a chunk's input currents, when complete, go to the spike-count table; its
         counts, two clocks later, to the count RAM (the readout's input) and the spike counter."""
-        N, op = self.N, p.issued
+        N, op = self.N, p.executing
         m.d.comb += [counts.valid.eq(op.mac & op.last & ~op.out), counts.cur.eq(p.cur_word), counts.tag.eq(op.chunk)]
         with m.If(counts.out_valid):
             m.d.comb += [self.count_wr.addr.eq(counts.out_tag), self.count_wr.data.eq(counts.count),
@@ -267,7 +285,7 @@ class ForwardEngine(wiring.Component):
     def _lif_stage(self, m, p, lif, lane_valid):
         """A chunk of hidden layer `hidden`, its current from the current RAM or the events: the LIF update,
         membranes back, spike counts (last hidden layer) or the event list (the others)."""
-        H, N, op = self.cfg.n_layers - 1, self.N, p.issued
+        H, N, op = self.cfg.n_layers - 1, self.N, p.executing
         u_rd = [getattr(self, f"u{h}_rd") for h in range(H)]
         with m.Switch(op.hidden):
             for h in range(H):
@@ -345,32 +363,24 @@ class ForwardEngine(wiring.Component):
             m.d.sync += [op.mac.eq(0), p.c.eq(0), p.t.eq(0), p.n_events[0].eq(0)]
             m.next = "COUNT_DRAIN" if counts is not None else "TICK"
         if counts is not None:
-            with m.State("COUNT_DRAIN"):  # the last chunk's counts are on their way to the count RAM
-                with m.If(~counts.busy):
+            with m.State("COUNT_DRAIN"):  # the last chunk's currents and counts are on their way to the count RAM
+                with m.If(~counts.busy & ~self._active(p.executing)):
                     self._start_readout(m, p)
 
     def _first_hidden_phase(self, m, p):
-        H, C0, op = self.cfg.n_layers - 1, self.chunks[0], p.issued
+        """(Two or more hidden layers.) First hidden layer, time step t: one chunk per clock."""
+        C0, op = self.chunks[0], p.issued
         with m.State("TICK"):  # first hidden layer, time step t, chunk c
-            m.d.comb += [self.u0_rd.addr.eq(p.c), self.i_rd.addr.eq(p.c)]
-            if H == 1:
-                m.d.comb += self.count_rd.addr.eq(p.c)
+            m.d.comb += [self._late["u0_rd"].eq(p.c), self._late["i_rd"].eq(p.c)]
             m.d.sync += [op.lif0.eq(1), op.hidden.eq(0), op.chunk.eq(p.c), op.first.eq(p.t == 0)]
             with m.If(p.c == C0 - 1):
                 m.d.sync += p.c.eq(0)
-                if H == 1:  # one hidden layer: its time steps follow each other without a gap
-                    m.d.sync += p.t.eq(p.t + 1)
-                    with m.If(p.t == self.cfg.t_steps - 1):
-                        m.next = "TICK_DRAIN"
-                else:
-                    m.next = "TICK_DRAIN"
+                m.next = "TICK_DRAIN"
             with m.Else():
                 m.d.sync += p.c.eq(p.c + 1)
-        with m.State("TICK_DRAIN"):
+        with m.State("TICK_DRAIN"):  # the next layer starts when the last chunk's events are written
             m.d.sync += op.lif0.eq(0)
-            if H == 1:
-                self._start_readout(m, p)
-            else:
+            with m.If(~self._active(op)):
                 self._start_event_layer(m, p, 1)
 
     def _event_phase(self, m, p, h):
@@ -401,32 +411,33 @@ class ForwardEngine(wiring.Component):
                     m.d.sync += p.e.eq(p.e + 1)
                     m.d.comb += evr.addr.eq(p.e + 1)
             with m.Else():
-                m.d.comb += [w_rd.addr.eq(n_prev * Ch + p.c), getattr(self, f"u{h}_rd").addr.eq(p.c), evr.addr.eq(0)]
+                m.d.comb += [w_rd.addr.eq(n_prev * Ch + p.c), self._late[f"u{h}_rd"].eq(p.c), evr.addr.eq(0)]
                 self._fetch_factors(m, h, p.c, n_prev)
                 if h == H - 1:
-                    m.d.comb += self.count_rd.addr.eq(p.c)
+                    m.d.comb += self._late["count_rd"].eq(p.c)
                 m.d.sync += [op.ev.eq(0), op.evb.eq(1), op.layer.eq(h), op.hidden.eq(h), op.chunk.eq(p.c),
                              op.col.eq(n_prev), op.first.eq(p.t == 0), p.e.eq(0)]
                 with m.If(p.c == Ch - 1):
                     m.next = f"EV{h}_DRAIN"
                 with m.Else():
                     m.d.sync += p.c.eq(p.c + 1)
-        with m.State(f"EV{h}_DRAIN"):
+        with m.State(f"EV{h}_DRAIN"):  # what follows starts when the last chunk's results are written
             m.d.sync += [op.ev.eq(0), op.evb.eq(0)]
-            if h < H - 1:
-                self._start_event_layer(m, p, h + 1)
-            else:
-                m.d.sync += p.t.eq(p.t + 1)
-                with m.If(p.t == self.cfg.t_steps - 1):
-                    self._start_readout(m, p)
-                with m.Else():
-                    m.d.sync += [p.c.eq(0), p.n_events[0].eq(0)]
-                    m.next = "TICK"
+            with m.If(~self._active(op)):
+                if h < H - 1:
+                    self._start_event_layer(m, p, h + 1)
+                else:
+                    m.d.sync += p.t.eq(p.t + 1)
+                    with m.If(p.t == self.cfg.t_steps - 1):
+                        self._start_readout(m, p)
+                    with m.Else():
+                        m.d.sync += [p.c.eq(0), p.n_events[0].eq(0)]
+                        m.next = "TICK"
 
     def _readout_phase(self, m, p):
         H, N, CR, n_last, op = self.cfg.n_layers - 1, self.N, self.chunks[-1], self.cfg.layers[-2], p.issued
         with m.State("OUT"):  # readout of output chunk c from the spike counts of the last hidden layer
-            m.d.comb += [getattr(self, f"w{H}_rd").addr.eq(p.wa), self.count_rd.addr.eq(p.jc)]
+            m.d.comb += [getattr(self, f"w{H}_rd").addr.eq(p.wa), self._late["count_rd"].eq(p.jc)]
             self._fetch_factors(m, H, p.c, p.j)
             m.d.sync += [op.mac.eq(1), op.last.eq(p.j == n_last), op.out.eq(1), op.layer.eq(H),
                          op.chunk.eq(p.c), op.col.eq(p.j), op.lane.eq(p.jn)]
