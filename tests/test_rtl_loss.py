@@ -6,35 +6,41 @@ from rfsnn.rtl.learner.loss import LossAccumulator
 from rfsnn.sim.contract.config import DeviceConfig
 
 
-@pytest.mark.parametrize("loss_bits", [48, 36])
-def test_running_loss_equals_saturated_sum(loss_bits, simulate):
+@pytest.mark.parametrize("loss_bits,lanes", [(48, 1), (36, 1), (48, 8), (36, 3)])
+def test_running_loss_equals_saturated_sum(loss_bits, lanes, simulate):
     cfg = DeviceConfig(loss_bits=loss_bits)
-    rng = np.random.default_rng(loss_bits)
+    rng = np.random.default_rng(loss_bits + lanes)
     lo, hi = cfg.y_range
-    n = 3000
-    y = rng.integers(lo, hi + 1, size=n)
-    t = rng.integers(lo, hi + 1, size=n)
+    n = 3000 // lanes
+    y = rng.integers(lo, hi + 1, size=(n, lanes))
+    t = rng.integers(lo, hi + 1, size=(n, lanes))
     y[::7], t[::7] = hi, lo  # the largest error there is
-    valid = rng.random(n) < 0.8
-    expect = np.minimum(np.cumsum(np.where(valid, (y - t) ** 2, 0)), cfg.loss_max)
-    dut = LossAccumulator(cfg)
+    valid = rng.random((n, lanes)) < 0.8
+    expect = np.minimum(np.cumsum(np.where(valid, (y - t) ** 2, 0).sum(axis=1)), cfg.loss_max)
+    dut = LossAccumulator(cfg, lanes)
     got = []
 
     async def bench(ctx):
         ctx.set(dut.clear, 1)
         await ctx.tick()
         ctx.set(dut.clear, 0)
-        for k in range(n):
-            ctx.set(dut.pairs.valid, int(valid[k]))
-            ctx.set(dut.pairs.payload, {"y": int(y[k]), "target": int(t[k])})
+        for k in range(n + 2):  # a clock's pairs are in the loss two clocks later
+            if k < n:
+                ctx.set(dut.valid, int(sum(int(v) << r for r, v in enumerate(valid[k]))))
+                for r in range(lanes):
+                    ctx.set(dut.y[r], int(y[k, r]))
+                    ctx.set(dut.target[r], int(t[k, r]))
+            else:
+                ctx.set(dut.valid, 0)
             await ctx.tick()
-            got.append(ctx.get(dut.loss))
+            if k >= 1:
+                got.append(ctx.get(dut.loss))
         ctx.set(dut.clear, 1)
         await ctx.tick()
         got.append(ctx.get(dut.loss))
 
     simulate(dut, bench)
-    assert np.array_equal(np.array(got[:-1], dtype=object), expect.astype(object))
+    assert np.array_equal(np.array(got[:n], dtype=object), expect.astype(object))
     assert got[-1] == 0
     if loss_bits == 36:
         assert expect[-1] == cfg.loss_max  # saturation reached and held

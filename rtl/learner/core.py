@@ -74,7 +74,7 @@ class Learner(wiring.Component):
         m.d.comb += [getattr(seq, reg).eq(getattr(fe, reg))
                      for reg in ("seed", "directions", "mode", "layer_start", "gain_mant", "gain_shift", "clip")]
         m.d.comb += [fwd.batch.eq(fe.batch), fwd.sigma.eq(fe.sigma), fwd.layerwise.eq(fe.mode.layerwise),
-                     fwd.x_written.eq(fe.x_wr.en.any())]
+                     fwd.samples_written.eq(fe.x_wr.en.any() | fe.t_wr.en.any())]
         wiring.connect(m, seq.run, fwd.run)
         wiring.connect(m, fe.params, walker.host)
         wiring.connect(m, seq.params, walker.update)

@@ -86,9 +86,11 @@ class _Pass:
         widths = cfg.layers
         # pointers of the issue stage
         self.g_base = Signal(range(cfg.max_batch + S + 1))  # first sample of the group
-        # the group's inputs, one register word per sample lane, loaded from the x RAM (LOAD); `held`: they
-        # are still those of the group at `held_base` (a batch of one group loads once per command)
+        # the group's inputs and targets, one register word per sample lane, loaded from the x and t RAMs
+        # (LOAD); `held`: they are still those of the group at `held_base` (a batch of one group loads once
+        # per command)
         self.xs = [Signal(data.ArrayLayout(signed(cfg.x_bits), widths[0]), name=f"xs{s}") for s in range(S)]
+        self.ts = [Signal(data.ArrayLayout(signed(cfg.y_bits), widths[-1]), name=f"ts{s}") for s in range(S)]
         self.ld = Signal(range(S + 1))
         self.ld_valid = Signal()
         self.held, self.held_base = Signal(), Signal.like(self.g_base)
@@ -137,6 +139,8 @@ class ForwardEngine(wiring.Component):
     def __init__(self, cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, memory_map: MemoryMap):
         self.cfg, self.N, self.S = cfg, neuron_lanes, sample_lanes
         self.P = neuron_lanes * sample_lanes
+        # (y - target)^2 of this many samples per clock: LOSS takes ceil(S / R) clocks per output
+        self.loss_lanes = min(sample_lanes, 8)
         self.chunks = [math.ceil(o / neuron_lanes) for o, _ in cfg.layer_shapes]  # of weight layer l's outputs
         # One neuron lane: the factors come from the factor cache, read with the weight; more lanes need
         # N a-values per word, which the registers give.
@@ -154,7 +158,7 @@ class ForwardEngine(wiring.Component):
             "run": In(PassControl(cfg)),
             "busy": Out(1),
             "batch": In(range(cfg.max_batch + 1)),
-            "x_written": In(1),  # the x RAM changed: the inputs held in the lanes are stale
+            "samples_written": In(1),  # the x or t RAM changed: the samples held in the lanes are stale
             "sigma": In(cfg.w_bits),
             "layerwise": In(1),
             "spikes": Out(stream.Signature(spike_report(cfg, self.P), always_ready=True)),
@@ -165,7 +169,7 @@ class ForwardEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.pert = pert = PerturbedRead(self.cfg, self.N)
-        m.submodules.loss = lossacc = LossAccumulator(self.cfg)
+        m.submodules.loss = lossacc = LossAccumulator(self.cfg, self.loss_lanes)
         p = _Pass(self.cfg, self.N, self.S, self.chunks)
         lane_valid = [p.g_base + s < self.batch for s in range(self.S)]  # samples of the batch
         self._late = {}
@@ -184,10 +188,7 @@ class ForwardEngine(wiring.Component):
         else:
             m.submodules.lif = lif = LIFLanes(self.cfg, self.P)
             self._lif_stage(m, p, lif, lane_valid)
-        m.d.comb += [lossacc.pairs.payload.y.eq(Array([p.yreg[s * self.N + n] for s in range(self.S)
-                                                        for n in range(self.N)])[p.ls * self.N + p.ln]),
-                     lossacc.pairs.payload.target.eq(Array([self.t_rd.data[o] for o in range(self.cfg.layers[-1])])[p.lo]),
-                     self.run.loss.eq(lossacc.loss)]
+        m.d.comb += self.run.loss.eq(lossacc.loss)
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.run.start):
@@ -206,13 +207,14 @@ class ForwardEngine(wiring.Component):
     # ---- the datapath: executes the issued item -----------------------------------------------------
 
     def _input_registers(self, m, p):
-        """The lanes' input registers: a loaded word shifts in; a write to the x RAM makes them stale."""
+        """The lanes' sample registers: a loaded sample shifts in; a write to the sample RAMs makes them stale."""
         S = self.S
-        with m.If(self.x_written):
+        with m.If(self.samples_written):
             m.d.sync += p.held.eq(0)
         m.d.sync += p.ld_valid.eq(0)
         with m.If(p.ld_valid):
             m.d.sync += [p.xs[s].eq(p.xs[s + 1]) for s in range(S - 1)] + [p.xs[S - 1].eq(self.x_rd.data)]
+            m.d.sync += [p.ts[s].eq(p.ts[s + 1]) for s in range(S - 1)] + [p.ts[S - 1].eq(self.t_rd.data)]
 
     def _perturbed_read(self, m, p, pert):
         """w' of the issued item's weight word: the factors of its output chunk and input column."""
@@ -323,18 +325,18 @@ class ForwardEngine(wiring.Component):
         m.next = "LOAD"
 
     def _load_phase(self, m, p):
-        """The group's inputs into the lanes' registers, one sample per clock (skipped when they are held
-        already); each word arrives the clock after its read and shifts in, so after S reads lane s holds
-        sample g_base + s. The last one lands as IN issues its first item, which executes a clock later."""
+        """The group's samples (inputs and targets) into the lanes' registers, one per clock (skipped when
+        they are held already); each arrives the clock after its read and shifts in, so after S reads lane
+        s holds sample g_base + s. The last one lands as IN issues its first item, which executes later."""
         S = self.S
         with m.State("LOAD"):
             with m.If(p.held & (p.held_base == p.g_base)):
                 m.next = "IN"
             with m.Else():
-                m.d.comb += self.x_rd.addr.eq(p.g_base + p.ld)
+                m.d.comb += [self.x_rd.addr.eq(p.g_base + p.ld), self.t_rd.addr.eq(p.g_base + p.ld)]
                 m.d.sync += [p.ld_valid.eq(1), p.ld.eq(p.ld + 1)]
                 with m.If(p.ld == S - 1):
-                    m.d.sync += [p.held.eq(~self.x_written), p.held_base.eq(p.g_base), p.ld.eq(0)]
+                    m.d.sync += [p.held.eq(~self.samples_written), p.held_base.eq(p.g_base), p.ld.eq(0)]
                     m.next = "IN"
 
     def _start_event_layer(self, m, p, h):
@@ -449,35 +451,43 @@ class ForwardEngine(wiring.Component):
                     m.d.sync += [p.jn.eq(0), p.jc.eq(p.jc + 1)]
                 with m.Else():
                     m.d.sync += p.jn.eq(p.jn + 1)
-        with m.State("OUT_DRAIN"):
-            m.d.sync += [op.mac.eq(0), p.ln.eq(0)]
-            m.next = "LOSS_ISSUE"
+        with m.State("OUT_DRAIN"):  # LOSS starts when the last readout item has written its y
+            m.d.sync += [op.mac.eq(0), p.ln.eq(0), p.ls.eq(0)]
+            with m.If(~self._active(op)):
+                m.next = "LOSS"
 
     def _loss_phase(self, m, p, lossacc, lane_valid):
-        """The outputs of the group, one chunk after each readout, one sample per clock: y stored (INFER),
-        (y - target)^2 summed, the target read a clock ahead; then the next group, or the pass's end."""
-        N, S, CR, nL = self.N, self.S, self.chunks[-1], self.cfg.layers[-1]
-        with m.State("LOSS_ISSUE"):  # output lo = c * N + ln: fetch sample 0's target
-            m.d.comb += self.t_rd.addr.eq(p.g_base)
-            m.d.sync += p.ls.eq(0)
-            m.next = "LOSS_PAIRS"
-        with m.State("LOSS_PAIRS"):  # sample ls: its target is here; fetch the next one's
-            m.d.comb += [self.t_rd.addr.eq(p.g_base + p.ls + 1), self.y_wr.addr.eq(p.g_base + p.ls),
-                         lossacc.pairs.valid.eq(Array(lane_valid)[p.ls])]
-            with m.If(self.run.store_outputs & Array(lane_valid)[p.ls]):  # for the samples of the batch
+        """The outputs of the group, one chunk after each readout: for output lo = c * N + ln, the squared
+        errors of R samples per clock into the loss (their y in the lanes' registers, their targets held
+        since LOAD); in INFER, then y into the output RAM, one sample per clock. Then the next output,
+        chunk or group, or the pass's end."""
+        N, S, R, nL = self.N, self.S, self.loss_lanes, self.cfg.layers[-1]
+        groups = -(-S // R)
+        ys = [Array([p.yreg[s * N + k] for k in range(N)])[p.ln] for s in range(S)]  # output lo of sample s
+        targets = [Array([p.ts[s][o] for o in range(nL)])[p.lo] for s in range(S)]
+        with m.State("LOSS"):  # samples ls * R .. ls * R + R - 1 of output lo
+            for r in range(R):
+                def pick(values):  # sample ls * R + r's value (0 past the last lane)
+                    return Array([values[g * R + r] if g * R + r < S else 0 for g in range(groups)])[p.ls]
+                m.d.comb += [lossacc.valid[r].eq(pick(lane_valid)), lossacc.y[r].eq(pick(ys)),
+                             lossacc.target[r].eq(pick(targets))]
+            m.d.sync += p.ls.eq(p.ls + 1)
+            with m.If(p.ls == groups - 1):
+                m.d.sync += p.ls.eq(0)
+                with m.If(self.run.store_outputs):
+                    m.next = "STORE"
+                with m.Else():
+                    self._next_output(m, p)
+        with m.State("STORE"):  # INFER: sample ls's output lo into the output RAM
+            m.d.comb += [self.y_wr.addr.eq(p.g_base + p.ls)]
+            m.d.comb += [self.y_wr.data[o].eq(Array(ys)[p.ls]) for o in range(nL)]
+            with m.If(Array(lane_valid)[p.ls]):  # for the samples of the batch
                 m.d.comb += self.y_wr.en.eq(C(1, nL) << p.lo)
-            m.d.comb += [self.y_wr.data[o].eq(lossacc.pairs.payload.y) for o in range(nL)]
             m.d.sync += p.ls.eq(p.ls + 1)
             with m.If(p.ls == S - 1):
-                m.d.sync += [p.ln.eq(p.ln + 1), p.lo.eq(p.lo + 1)]
-                with m.If((p.ln == N - 1) | (p.lo == nL - 1)):  # chunk done
-                    with m.If(p.c == CR - 1):
-                        m.next = "GROUP_END"
-                    with m.Else():
-                        m.d.sync += [p.c.eq(p.c + 1), p.j.eq(0), p.wa.eq(p.c + 1), p.jc.eq(0), p.jn.eq(0)]
-                        m.next = "OUT"
-                with m.Else():
-                    m.next = "LOSS_ISSUE"
+                m.d.sync += p.ls.eq(0)
+                self._next_output(m, p)
+
         with m.State("GROUP_END"):
             m.d.sync += [p.g_base.eq(p.g_base + self.S), p.c.eq(0), p.j.eq(0), p.wa.eq(0), p.ld.eq(0)]
             with m.If(p.g_base + self.S < self.batch):
@@ -490,3 +500,16 @@ class ForwardEngine(wiring.Component):
                 self._start_pass(m, p, lossacc)
             with m.Else():
                 m.next = "IDLE"
+
+    def _next_output(self, m, p):
+        """After output lo: the chunk's next output, the next output chunk's readout, or the group's end."""
+        N, CR, nL = self.N, self.chunks[-1], self.cfg.layers[-1]
+        m.d.sync += [p.ln.eq(p.ln + 1), p.lo.eq(p.lo + 1)]
+        with m.If((p.ln == N - 1) | (p.lo == nL - 1)):  # chunk done
+            with m.If(p.c == CR - 1):
+                m.next = "GROUP_END"
+            with m.Else():
+                m.d.sync += [p.c.eq(p.c + 1), p.j.eq(0), p.wa.eq(p.c + 1), p.jc.eq(0), p.jn.eq(0)]
+                m.next = "OUT"
+        with m.Else():
+            m.next = "LOSS"

@@ -1,34 +1,51 @@
 """On-chip loss: L = min(sum (y - target)^2, 2^loss_bits - 1) over the outputs of the loaded batch.
 
-Fed one (y, target) pair per clock by a stream. Saturating each addition gives the contract's
-saturate-once result because every term is non-negative.
+Fed `lanes` (y, target) pairs per clock, each with its own valid bit: the squares of one clock are
+summed exactly (an adder tree) and registered, and the next clock adds that sum to the loss, saturating.
+Saturating each addition gives the contract's saturate-once result because every term is non-negative.
+A pair's square is in `loss` two clocks after the pair (`busy` while some are on their way).
 """
 from __future__ import annotations
 
-from amaranth import Module, Mux, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from rfsnn.sim.contract.config import DeviceConfig
 
 
 class LossAccumulator(wiring.Component):
-    def __init__(self, cfg: DeviceConfig):
-        self.cfg = cfg
-        pair = data.StructLayout({"y": signed(cfg.y_bits), "target": signed(cfg.y_bits)})
+    def __init__(self, cfg: DeviceConfig, lanes: int = 1):
+        self.cfg, self.lanes = cfg, lanes
         super().__init__({
-            "pairs": In(stream.Signature(pair, always_ready=True)),
-            "clear": In(1),  # start of a pass: the next pair starts a new sum
+            "valid": In(lanes),
+            "y": In(data.ArrayLayout(signed(cfg.y_bits), lanes)),
+            "target": In(data.ArrayLayout(signed(cfg.y_bits), lanes)),
+            "clear": In(1),  # start of a pass: the next pairs start a new sum (and pairs in flight are dropped)
             "loss": Out(unsigned(cfg.loss_bits)),
+            "busy": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        top = self.cfg.loss_max
-        err = self.pairs.payload.y - self.pairs.payload.target
-        total = self.loss + err * err
+        cfg, R = self.cfg, self.lanes
+        top = cfg.loss_max
+        square_bits = 2 * (cfg.y_bits + 1)
+        squares = []
+        for r in range(R):
+            err = Signal(signed(cfg.y_bits + 1), name=f"err{r}")
+            m.d.comb += err.eq(self.y[r] - self.target[r])
+            squares.append(Mux(self.valid[r], err * err, 0))
+        while len(squares) > 1:  # a balanced tree; the sum of one clock is exact
+            squares = [squares[k] + squares[k + 1] if k + 1 < len(squares) else squares[k]
+                       for k in range(0, len(squares), 2)]
+        part = Signal(unsigned(square_bits + (R - 1).bit_length()))
+        part_valid = Signal()
+        m.d.sync += [part.eq(squares[0]), part_valid.eq(self.valid.any() & ~self.clear)]
+        total = self.loss + part
         with m.If(self.clear):
             m.d.sync += self.loss.eq(0)
-        with m.Elif(self.pairs.valid):
-            m.d.sync += self.loss.eq(Mux(total[self.cfg.loss_bits:].any(), top, total))  # total > top, without a comparator
+        with m.Elif(part_valid):
+            m.d.sync += self.loss.eq(Mux(total[cfg.loss_bits:].any(), top, total))  # total > top, without a comparator
+        m.d.comb += self.busy.eq(part_valid)
         return m
