@@ -11,7 +11,7 @@ def test_default_build_map():
     Learner.memory_map() reports."""
     assert MemoryMap(DeviceConfig(), 1, 8).sizes() == {
         "w0": (192, 16), "w1": (65, 16), "x": (64, 128), "t": (32, 128), "y": (32, 128), "i": (64, 192),
-        "u0": (64, 192), "count": (64, 40), "factors": (4256, 3), "loss": (65, 48), "step": (32, 24)}
+        "u0": (64, 192), "count": (64, 40), "factors": (133, 96), "loss": (65, 48), "step": (32, 24)}
 
 
 def test_transparent_where_a_word_is_read_in_the_clock_it_is_written():
