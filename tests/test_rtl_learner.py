@@ -47,6 +47,27 @@ def test_training_steps_bit_exact(layers, nl, sl, batch, extra):
     assert any(report.steps != [0] * len(report.steps) for report, _, _ in trace.steps)  # the weights moved
 
 
+@pytest.mark.parametrize("max_directions,layers,nl,extra", [
+    (5, (2, 6, 1), 1, [dict(directions=5, noise="gauss4"), dict(directions=4, scope="layerwise", layer_start=1)]),
+    (16, (2, 4, 3, 1), 2, [dict(directions=16, noise="gauss4", difference="forward", scope="layerwise", layer_start=2),
+                           dict(directions=7, stochastic_rounding=False)]),
+])
+def test_update_forms_bit_exact(max_directions, layers, nl, extra):
+    """The update pass's other form of the sum (UpdateDelta: shift-multiplexers, here without and with
+    the adder tree's pipeline register; the builds above, with 4 directions, use multipliers), every
+    direction of the build in use."""
+    from rfsnn.rtl.learner.update import UpdateDelta
+
+    cfg = DeviceConfig(layers=layers, **{**SMALL, "max_directions": max_directions})
+    multipliers, split, _ = UpdateDelta.plan(cfg)
+    assert not multipliers and (split is not None) == (max_directions > 8)
+    params, x, t = random_problem(cfg, 5, seed=max_directions)
+    steps = [StepParams(**{"seed": 0xBEEF + n, "sigma": 64, "gain_mant": 40000, "gain_shift": 26, "clip": 3000, **e})
+             for n, e in enumerate(extra)]
+    trace = run_learner(cfg, params, x, t, steps, nl, 2)
+    assert_matches_golden(cfg, params, x, t, steps, trace)
+
+
 def test_rails_saturate_like_golden():
     """Weights and inputs at the rails, sigma at its limit, a narrow loss accumulator, clipped steps."""
     cfg = DeviceConfig(layers=(2, 4, 2), loss_bits=30, **SMALL)

@@ -13,9 +13,9 @@ from rfsnn.sim.contract.config import DeviceConfig
 
 
 class WalkerOnRAMs(Elaboratable):
-    def __init__(self, cfg, neuron_lanes):
+    def __init__(self, cfg, neuron_lanes, update_write_delay=0):
         self.map = MemoryMap(cfg, neuron_lanes, 1)
-        self.walker = ParamWalker(cfg, neuron_lanes, self.map)
+        self.walker = ParamWalker(cfg, neuron_lanes, self.map, update_write_delay)
         self.rams = [self.map.rams[f"w{l}"] for l in range(cfg.n_layers)]
         self.mems = [Memory(shape=ram.shape, depth=ram.depth, init=[]) for ram in self.rams]
 
@@ -109,3 +109,58 @@ def test_update_write_takes_its_own_data_and_rewind_restarts(simulate):
         assert ctx.get(top.mems[0].data[1])[0] == 0  # nothing written while only advancing
 
     simulate(top, bench)
+
+
+@pytest.mark.parametrize("layers,lanes,delay", [((2, 5, 3), 2, 2), ((1, 4, 2, 1), 1, 3), ((3, 7, 2), 3, 1)])
+def test_pipelined_update_reads_one_weight_per_clock_and_writes_each_back_later(layers, lanes, delay, simulate):
+    """The update pass's pattern: advance every clock, take `weight` one clock after each position, and
+    write each weight's new value `delay` clocks after its position (reads of the next weights overlap)."""
+    cfg = DeviceConfig(layers=layers)
+    top = WalkerOnRAMs(cfg, lanes, delay)
+    host, update = top.walker.host, top.walker.update
+    order = canonical(cfg)
+    values = np.random.default_rng(len(order)).integers(-1000, 1000, size=len(order))
+    chunks = [math.ceil(o / lanes) for o, _ in cfg.layer_shapes]
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(host.rewind, 1)
+        await ctx.tick()
+        ctx.set(host.rewind, 0)
+        for value in values:
+            ctx.set(host.data, int(value))
+            ctx.set(host.write, 1)
+            ctx.set(host.advance, 1)
+            await ctx.tick()
+        ctx.set(host.write, 0)
+        ctx.set(host.advance, 0)
+        ctx.set(update.rewind, 1)
+        await ctx.tick()
+        ctx.set(update.rewind, 0)
+        read = []
+        for clock in range(len(order) + delay):
+            ctx.set(update.advance, int(clock < len(order)))
+            if clock >= 1:
+                read.append(ctx.get(update.weight))
+            n = clock - delay  # the weight written back this clock
+            ctx.set(update.write, int(n >= 0))
+            if n >= 0:
+                ctx.set(update.data, int(read[n]) * 3 + 1)
+            await ctx.tick()
+        ctx.set(update.write, 0)
+        seen.extend(read[:len(order)])
+        for (l, i, j), value in zip(order, values):
+            assert ctx.get(top.mems[l].data[j * chunks[l] + i // lanes])[i % lanes] == value * 3 + 1, (l, i, j)
+        # the host's port still writes and reads at the pointer
+        ctx.set(host.rewind, 1)
+        await ctx.tick()
+        ctx.set(host.rewind, 0)
+        ctx.set(host.data, -5)
+        ctx.set(host.write, 1)
+        await ctx.tick()
+        ctx.set(host.write, 0)
+        await ctx.tick()
+        assert ctx.get(host.weight) == -5
+
+    simulate(top, bench)
+    assert seen == list(values)

@@ -49,6 +49,34 @@ def test_replay_after_reload(simulate):
     assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("lanes,wide", [(1, 8), (1, 3), (2, 5)])
+def test_two_rates_continue_one_stream(lanes, wide, simulate):
+    """Bits taken `lanes` at a time and `wide` at a time, in any order (with stalls), are the stream in order:
+    how the learner draws its factors one bit per clock and then takes step_frac rounding bits per clock."""
+    dut = NoiseLFSR(width=32, lanes=lanes, wide_lanes=wide)
+    plan = np.random.default_rng(lanes * 10 + wide).integers(0, 3, size=120)  # 0: stall, 1: narrow, 2: wide
+    seed = 0xB5AD4ECE
+    bits = []
+
+    async def bench(ctx):
+        ctx.set(dut.seed, seed)
+        ctx.set(dut.load, 1)
+        await ctx.tick()
+        ctx.set(dut.load, 0)
+        for what in plan:
+            ctx.set(dut.bits.ready, int(what == 1))
+            ctx.set(dut.wide_bits.ready, int(what == 2))
+            assert ctx.get(dut.bits.valid) and ctx.get(dut.wide_bits.valid)
+            if what:
+                n, word = (lanes, ctx.get(dut.bits.payload)) if what == 1 else (wide, ctx.get(dut.wide_bits.payload))
+                bits.extend((word >> i) & 1 for i in range(n))
+            await ctx.tick()
+
+    simulate(dut, bench)
+    assert (plan == 1).any() and (plan == 2).any()
+    assert np.array_equal(np.array(bits, np.uint8), model.stream_bits(seed, len(bits), 32, MAXIMAL_TAPS[32]))
+
+
 @pytest.mark.parametrize("simulator", ["icarus", pytest.param("verilator", marks=pytest.mark.slow)])  # a 20 s build
 def test_verilog_stream_equals_golden(simulator, tmp_path, require_simulator):
     """The exported Verilog, on a real simulator under cocotb, gives the golden stream."""

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from rfsnn.rtl.learner.update import StepUnit, UpdateLanes, delta_bits
+from rfsnn.rtl.learner.update import StepUnit, UpdateDelta, UpdateLanes, delta_bits
 from rfsnn.sim.contract.config import DeviceConfig, StepParams
 from rfsnn.sim.golden import apply_update, step_value
 
@@ -73,3 +73,48 @@ def test_update_lanes_equal_golden(lanes, responses):
     got = responses(dut, vectors, drive, lambda ctx: [ctx.get(dut.w_new[i]) for i in range(lanes)])
     assert np.array_equal(np.concatenate(got), expect)
     assert (expect == wlo).any() and (expect == whi).any()  # both rails reached
+
+
+@pytest.mark.parametrize("directions,step_bits,multipliers", [
+    (4, 16, None), (4, 16, False), (32, 24, None), (32, 24, True), (1, 24, None), (5, 16, None), (9, 16, False)])
+def test_update_delta_sums_the_counted_terms(directions, step_bits, multipliers, simulate):
+    """delta = sum_k [counts_k] step_k a_k b_k, one set of inputs per clock, `latency` clocks later; in both
+    forms (shift-multiplexers with the +1s in carry-ins; multipliers). A direction that does not count
+    adds 0 whatever its lanes hold, also bit patterns no factor has."""
+    cfg = DeviceConfig(max_directions=directions, step_bits=step_bits, loss_bits=32)
+    dut = UpdateDelta(cfg, multipliers)
+    assert dut.multipliers == (directions <= 4 if multipliers is None else multipliers)
+    rng = np.random.default_rng(directions * 100 + step_bits)
+    n = 300
+    hi = cfg.step_range[1]
+    steps = rng.integers(-hi, hi + 1, size=(n, directions))
+    steps[rng.random(steps.shape) < 0.3] = rng.choice([-hi, hi, 0])  # the rails of the clip
+    a = rng.integers(-2, 3, size=(n, directions))
+    b = rng.integers(-2, 3, size=(n, directions))
+    a[:n // 3] = rng.choice([-1, 1], size=(n // 3, directions))  # rademacher
+    b[:n // 3] = rng.choice([-1, 1], size=(n // 3, directions))
+    counts = rng.random((n, directions)) < 0.8
+    counts[n - 20:] = True
+    steps[n - 20:] = rng.choice([-hi, hi], size=(20, directions))  # the extremes of the sum
+    a[n - 20:], b[n - 20:] = rng.choice([-2, 2], size=(2, 20, directions))
+    steps[n - 2:], a[n - 2:], b[n - 2:] = [[hi], [-hi]], 2, 2  # +-K * 4 * hi: the widest sums
+    junk_a, junk_b = rng.integers(-4, 4, size=(2, n, directions))  # what an uncounted lane may hold
+    a_in, b_in = np.where(counts, a, junk_a), np.where(counts, b, junk_b)
+    expect = (counts * steps * a * b).sum(axis=1)
+    got = []
+
+    async def bench(ctx):
+        for t in range(n + dut.latency - 1):
+            if t < n:
+                for k in range(directions):
+                    ctx.set(dut.steps[k], int(steps[t, k]))
+                    ctx.set(dut.a[k], int(a_in[t, k]))
+                    ctx.set(dut.b[k], int(b_in[t, k]))
+                ctx.set(dut.counts, sum(int(c) << k for k, c in enumerate(counts[t])))
+            await ctx.tick()
+            if t + 1 >= dut.latency:
+                got.append(ctx.get(dut.delta))
+
+    simulate(dut, bench)
+    assert got == expect.tolist()
+    assert expect[-2] == -expect[-1] == directions * 4 * hi

@@ -63,7 +63,7 @@ class Learner(wiring.Component):
         cfg, N, S = self.cfg, self.N, self.S
         m.submodules.mem = mem = Memories(self.map)
         m.submodules.frontend = fe = CommandFrontEnd(cfg, N, S, self.info, self.map)
-        m.submodules.walker = walker = ParamWalker(cfg, N, self.map)
+        m.submodules.walker = walker = ParamWalker(cfg, N, self.map, StepSequencer.update_write_delay(cfg))
         m.submodules.sequencer = seq = StepSequencer(cfg, N, self.map)
         m.submodules.forward = fwd = ForwardEngine(cfg, N, S, self.map)
 
@@ -83,10 +83,9 @@ class Learner(wiring.Component):
             wiring.connect(m, seq.factors, fwd.factors)
 
         # RAM read ports two blocks take turns on, the first while it is busy: the weights and the factor
-        # cache (the forward engine during a pass; the walker and the update pass otherwise), the steps
-        # (the update pass during a command; READ_STEP otherwise). Every other port has one user.
+        # cache (the forward engine during a pass; the walker and the update pass otherwise). Every other
+        # port has one user (the steps: READ_STEP; the update pass keeps them in registers).
         shared = {f"w{l}_rd": (fwd, walker) for l in range(cfg.n_layers)}
-        shared["step_rd"] = (seq, fe)
         if "factors_a_rd" in fwd.signature.members:
             shared.update({"factors_a_rd": (fwd, seq), "factors_b_rd": (fwd, seq)})
         for name in self.map.signatures():

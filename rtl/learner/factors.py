@@ -11,8 +11,10 @@ Each value drawn is also announced on `drawn_*` (its flat index: layer by layer,
 learner can keep the K directions of a step in its factor cache. A learner with one neuron lane reads
 the factors of its passes from that cache too, and builds this block with `registers=False`: the
 registers, their write decoder and their read multiplexers cost the iCE40 about 270 logic cells.
-While idle, the rest of the stream is offered on `rest` (the stochastic-rounding bits, which the
-contract places after every direction).
+While idle, the rest of the stream is offered on `rest`, step_frac bits per transfer, the first in
+bit 0: the stochastic-rounding bits, which the contract places after every direction, one group per
+weight. The update pass takes one group per clock, so the LFSR has a second, step_frac-step next-state
+function for them (NoiseLFSR's `wide_bits`); the draws keep the one-bit one.
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ class DirectionFactors(wiring.Component):
             "drawn_valid": Out(1),
             "drawn_index": Out(range(self.factors_per_direction(cfg))),
             "drawn_value": Out(FACTOR),
-            "rest": Out(stream.Signature(1)),
+            "rest": Out(stream.Signature(cfg.step_frac)),  # the rounding bits, one weight's group per transfer
         }
         for l, (o, i) in enumerate(cfg.layer_shapes if registers else []):
             ports[f"a{l}"] = Out(data.ArrayLayout(FACTOR, o))
@@ -63,7 +65,7 @@ class DirectionFactors(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        m.submodules.lfsr = lfsr = NoiseLFSR(cfg.lfsr_width, cfg.lfsr_taps, lanes=1)
+        m.submodules.lfsr = lfsr = NoiseLFSR(cfg.lfsr_width, cfg.lfsr_taps, lanes=1, wide_lanes=cfg.step_frac)
         m.d.comb += [lfsr.seed.eq(self.seed), lfsr.load.eq(self.load)]
 
         # One flat list of factor registers in stream order per layer: a then b.
@@ -89,7 +91,8 @@ class DirectionFactors(wiring.Component):
         bit = lfsr.bits.payload[0]
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [self.rest.valid.eq(1), self.rest.payload.eq(bit), lfsr.bits.ready.eq(self.rest.ready)]
+                m.d.comb += [self.rest.valid.eq(1), self.rest.payload.eq(lfsr.wide_bits.payload),
+                             lfsr.wide_bits.ready.eq(self.rest.ready)]
                 with m.If(self.start & ~self.load):
                     start_layer = Mux(self.layerwise, self.layer, 0)
                     m.d.sync += [

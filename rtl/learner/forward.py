@@ -54,7 +54,7 @@ class PassControl(wiring.Signature):
             # held during the pass:
             "sign": Out(2),  # of the perturbation: 0 none, 1 +sigma, 3 (= -1) -sigma
             "layer": Out(range(cfg.n_layers)),  # layer-wise: the layer the direction perturbs
-            "kbase": Out(range(cfg.max_directions * DirectionFactors.factors_per_direction(cfg) + 1)),
+            "k": Out(range(cfg.max_directions)),  # the direction: its lane of the factor cache's words
             "store_outputs": Out(1),  # write y to the output RAM (INFER: OUTPUT_READ returns them)
             "done": In(1),  # the pass's last clock
             "loss": In(unsigned(cfg.loss_bits)),
@@ -226,8 +226,9 @@ class ForwardEngine(wiring.Component):
                 with m.Case(l):
                     m.d.comb += [pert.w.eq(getattr(self, f"w{l}_rd").data),  # perturbed layers only:
                                  pert.signed_sigma.eq(Mux(~self.layerwise | (self.run.layer == l), sig, 0))]
-                    if self.cached:
-                        m.d.comb += [pert.a.eq(self.factors_a_rd.data), pert.b.eq(self.factors_b_rd.data)]
+                    if self.cached:  # direction k's lane of the factor words
+                        m.d.comb += [pert.a.eq(self.factors_a_rd.data[self.run.k]),
+                                     pert.b.eq(self.factors_b_rd.data[self.run.k])]
                     else:
                         a, b = getattr(self.factors, f"a{l}"), getattr(self.factors, f"b{l}")
                         a_chunks = Array([Cat(*[a[cc * N + n] if cc * N + n < o else C(0, 3) for n in range(N)])
@@ -235,12 +236,11 @@ class ForwardEngine(wiring.Component):
                         m.d.comb += [pert.a.eq(a_chunks[op.chunk]), pert.b.eq(Array([b[k] for k in range(i + 1)])[op.col])]
 
     def _fetch_factors(self, m, l, chunk, col):
-        """With the factor cache: the read addresses of a_l[chunk] and b_l[col], issued with the weight's."""
+        """With the factor cache: the read addresses of a_l[chunk] and b_l[col] (a word holds every
+        direction's), issued with the weight's."""
         if self.cached:
             start, o = DirectionFactors.slot_starts(self.cfg)[l], self.cfg.layer_shapes[l][0]
-            kbase = self.run.kbase
-            m.d.comb += [self.factors_a_rd.addr.eq(kbase + start + chunk),
-                         self.factors_b_rd.addr.eq(kbase + (start + o) + col)]
+            m.d.comb += [self.factors_a_rd.addr.eq(start + chunk), self.factors_b_rd.addr.eq((start + o) + col)]
 
     def _active(self, op):
         """An item that computes (not a bubble)."""

@@ -5,6 +5,11 @@ once, and the `lanes` stream bits of those steps are parities of the current sta
 Both the masks and the lanes-step transition are computed here at elaboration from the golden model's
 own tables (rfsnn.sim.contract.lfsr), so the gateware cannot drift from the contract. Cost: one XOR tree per
 output bit and per state bit, no extra state.
+
+A second rate (`wide_lanes`): the same register also offers the next `wide_lanes` stream bits on
+`wide_bits`, and a transfer there advances it `wide_lanes` steps instead: one register with two
+next-state functions. The learner draws direction factors one bit per clock and then takes the
+stochastic-rounding bits step_frac per clock (one weight's group per clock in the update pass).
 """
 from __future__ import annotations
 
@@ -34,32 +39,35 @@ class NoiseLFSR(wiring.Component):
       the contract's constant, so the register never freezes). Replay = load the same seed again.
     - `bits`: a stream whose valid is always high; payload bit i is stream bit n + i, where n counts the bits consumed
       since the last load. A transfer (`ready` high) consumes all `lanes` bits.
+    - `wide_bits` (only with `wide_lanes` > 0): the same for the next `wide_lanes` bits; a transfer consumes
+      them. Take from one of the two streams per clock (if both are ready, `wide_bits` wins).
     """
 
-    def __init__(self, width: int = 32, taps: int | None = None, lanes: int = 1):
-        self.width, self.lanes = width, lanes
+    def __init__(self, width: int = 32, taps: int | None = None, lanes: int = 1, wide_lanes: int = 0):
+        self.width, self.lanes, self.wide_lanes = width, lanes, wide_lanes
         self.taps = taps if taps is not None else MAXIMAL_TAPS[width]
         super().__init__({
             "seed": In(width),
             "load": In(1),
             "bits": Out(stream.Signature(unsigned(lanes))),
+            **({"wide_bits": Out(stream.Signature(unsigned(wide_lanes)))} if wide_lanes else {}),
         })
 
     def elaborate(self, platform):
         m = Module()
         mask = (1 << self.width) - 1
         state = Signal(self.width, init=model.guard_seed(0, self.width))
-        out_masks = model.output_masks(self.lanes, self.width, self.taps)
-        leap = leap_matrix(self.width, self.taps, self.lanes)
-
-        for i, mk in enumerate(out_masks):
-            m.d.comb += self.bits.payload[i].eq((state & int(mk)).xor())
-        m.d.comb += self.bits.valid.eq(1)  # never empty (a constant valid could not be a top-level port)
+        rates = [(self.bits, self.lanes)] + ([(self.wide_bits, self.wide_lanes)] if self.wide_lanes else [])
+        for port, lanes in rates:
+            for i, mk in enumerate(model.output_masks(lanes, self.width, self.taps)):
+                m.d.comb += port.payload[i].eq((state & int(mk)).xor())
+            m.d.comb += port.valid.eq(1)  # never empty (a constant valid could not be a top-level port)
 
         with m.If(self.load):
             substitute = ZERO_SEED_SUBSTITUTE & mask or 1
             m.d.sync += state.eq(Mux(self.seed == 0, substitute, self.seed))
-        with m.Elif(self.bits.ready):
-            for i, row in enumerate(leap):
-                m.d.sync += state[i].eq((state & row).xor())
+        for port, lanes in reversed(rates):  # the wide rate first
+            with m.Elif(port.ready):
+                for i, row in enumerate(leap_matrix(self.width, self.taps, lanes)):
+                    m.d.sync += state[i].eq((state & row).xor())
         return m

@@ -79,9 +79,11 @@ class MemoryMap:
         for h in range(H - 1):
             rams[f"events{h}"] = RAM(data.StructLayout({"chunk": range(chunks[h]), "bits": P}), chunks[h],
                                      transparent=True)
-        # the step's direction factors, direction after direction (DirectionFactors.slot_starts)
-        rams["factors"] = RAM(FACTOR, cfg.max_directions * DirectionFactors.factors_per_direction(cfg),
-                              reads=("a_rd", "b_rd"))
+        # The step's direction factors: word = flat factor index (DirectionFactors.slot_starts), lane k =
+        # direction k, so the update pass reads a factor of every direction in one word. A draw writes
+        # its direction's lane.
+        rams["factors"] = RAM(data.ArrayLayout(FACTOR, cfg.max_directions), DirectionFactors.factors_per_direction(cfg),
+                              reads=("a_rd", "b_rd"), lane_enables=True)
         rams["loss"] = RAM(unsigned(cfg.loss_bits), 2 * cfg.max_directions + 1)  # the losses of a command
         rams["step"] = RAM(signed(cfg.step_bits), cfg.max_directions)  # the clipped steps
         self.rams: dict[str, RAM] = rams

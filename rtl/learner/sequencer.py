@@ -1,13 +1,24 @@
 """The step sequencer: INFER and TRAIN_STEP as sequences of forward passes, steps and the update pass.
 
 INFER is one unperturbed pass; its loss is the result. A training step: for each direction k, draw its
-factors from the LFSR (DirectionFactors), also into the factor cache (K x 133 values for 2-64-1; the
-contract's "optional factor cache"), run the + and - (or + only, after one unperturbed base pass)
-passes, and turn the loss difference into the scalar step (StepUnit). Then the update pass walks the
-weights in canonical order: per weight, delta = sum_k step_k a_k[i] b_k[j] (one direction per clock
-from the cache), r = the next step_frac stream bits (the LFSR simply continues past the directions, as
-the contract orders), and w <- sat_w(w - ((delta + r) >> step_frac)) (UpdateLanes). The result is the
-number of losses stored (READ_LOSS).
+factors from the LFSR (DirectionFactors) into lane k of the factor cache (one word per flat factor
+index, holding that factor of every direction: the contract's "optional factor cache"), run the + and
+- (or + only, after one unperturbed base pass) passes, and turn the loss difference into the scalar
+step (StepUnit), kept in a register (and in the step RAM, for READ_STEP). Then the update pass walks
+the weights in canonical order, one weight per clock, pipelined:
+  issue   the walker's pointer is the weight's RAM address; the cache words of its a_l[row] and b_l[col]
+          are read in the same clock (the two read ports);
+  sum     UpdateDelta: delta = sum_k step_k a_k b_k over the directions that count for the weight's
+          layer (k < K; layer-wise scope: (layer_start + k) mod L == l), all of them at once from the
+          words, in UpdateDelta.latency clocks (1, or 2 for a deep adder tree);
+  write   w <- sat_w(w - ((delta + r) >> step_frac)) (UpdateLanes), stored by the walker at the
+          weight's position (its update port writes update_write_delay(cfg) clocks behind the pointer),
+          with r the weight's step_frac rounding bits: the stream right after the last direction,
+          one group per weight in canonical order (DirectionFactors offers a group per clock).
+The next weights are issued while one is summed and written, so the pass takes n_params + D clocks,
+D = update_write_delay(cfg) (2, or 3 with more than 8 directions), whatever K and step_frac; one
+direction per clock, it took n_params x (max(K, step_frac) + 2). The result is the number of losses
+stored (READ_LOSS).
 
 Every pass's loss goes to the loss RAM, every step to the step RAM.
 """
@@ -23,11 +34,16 @@ from .factors import DirectionFactors
 from .forward import FactorRegisters, PassControl
 from .frontend import MODE
 from .memories import MemoryMap
-from .update import StepUnit, UpdateLanes, delta_bits
+from .update import StepUnit, UpdateDelta, UpdateLanes
 from .walker import WalkerAccess
 
 
 class StepSequencer(wiring.Component):
+    @staticmethod
+    def update_write_delay(cfg: DeviceConfig) -> int:
+        """Clocks from a weight's read to its write-back in the update pass (the walker's write delay)."""
+        return 1 + UpdateDelta.plan(cfg)[2]
+
     def __init__(self, cfg: DeviceConfig, neuron_lanes: int, memory_map: MemoryMap):
         self.cfg = cfg
         # One neuron lane: the passes read this direction's factors from the factor cache, not registers.
@@ -44,7 +60,7 @@ class StepSequencer(wiring.Component):
             "run": Out(PassControl(cfg)),
             "params": Out(WalkerAccess(cfg, neuron_lanes)),
             **({} if self.cached else {"factors": Out(FactorRegisters(cfg))}),
-            **memory_map.ports("factors_wr", "factors_a_rd", "factors_b_rd", "loss_wr", "step_wr", "step_rd"),
+            **memory_map.ports("factors_wr", "factors_a_rd", "factors_b_rd", "loss_wr", "step_wr"),
         })
 
     def elaborate(self, platform):
@@ -52,24 +68,29 @@ class StepSequencer(wiring.Component):
         cfg, run = self.cfg, self.run
         m.submodules.factors = fac = DirectionFactors(cfg, registers=not self.cached)
         m.submodules.stepu = stepu = StepUnit(cfg)
+        m.submodules.delta = delta = UpdateDelta(cfg)
         m.submodules.upd = upd = UpdateLanes(cfg, 1)
         pass_no = Signal(range(2 * cfg.max_directions + 2))  # the next loss's address in the loss RAM
-        k = Signal(range(cfg.max_directions + 1))  # direction
+        k = run.k  # direction (held during its passes: the forward engine reads its lane of the cache)
         diff = Signal(signed(cfg.loss_bits + 1))  # direction k's loss difference, into StepUnit
+        steps = Array([Signal(signed(cfg.step_bits), name=f"step{d}") for d in range(cfg.max_directions)])
+        issue = Signal()  # the update pass issues the weight at the walker's pointer
+        last_write = Signal()  # the update pass writes its last weight back
 
         m.d.comb += [fac.seed.eq(self.seed), fac.gauss4.eq(self.mode.gauss4), fac.layerwise.eq(self.mode.layerwise),
                      fac.layer.eq(run.layer)]
         if not self.cached:
             m.d.comb += [getattr(self.factors, name).eq(getattr(fac, name)) for name in self.factors.signature.members]
-        with m.If(fac.drawn_valid):  # the factor cache: direction k's rows from kbase = k * FPD
-            m.d.comb += [self.factors_wr.addr.eq(run.kbase + fac.drawn_index), self.factors_wr.data.eq(fac.drawn_value),
-                         self.factors_wr.en.eq(1)]
+        with m.If(fac.drawn_valid):  # the factor cache: the drawn index's word, direction k's lane
+            m.d.comb += [self.factors_wr.addr.eq(fac.drawn_index), self.factors_wr.en.eq(C(1, cfg.max_directions) << k)]
+            m.d.comb += [self.factors_wr.data[d].eq(fac.drawn_value) for d in range(cfg.max_directions)]
         m.d.comb += [stepu.loss_diff.eq(diff), stepu.gain_mant.eq(self.gain_mant), stepu.gain_shift.eq(self.gain_shift),
                      stepu.clip.eq(self.clip)]
         with m.FSM() as fsm:
             self._commands_and_passes(m, fac, pass_no, k, diff)
-            self._directions(m, fac, stepu, k)
-            self._update_pass(m, fac, upd, pass_no)
+            self._directions(m, fac, stepu, k, steps)
+            self._update_pass(m, pass_no, issue, last_write)
+        self._update_pipeline(m, fac, delta, upd, steps, issue, last_write)
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m
 
@@ -88,8 +109,7 @@ class StepSequencer(wiring.Component):
                 self._start_pass(m, 0)
             with m.If(self.train):
                 m.d.comb += fac.load.eq(1)  # the step's noise stream starts here
-                m.d.sync += [run.store_outputs.eq(0), pass_no.eq(0), k.eq(0), run.kbase.eq(0),
-                             run.layer.eq(self.layer_start)]
+                m.d.sync += [run.store_outputs.eq(0), pass_no.eq(0), k.eq(0), run.layer.eq(self.layer_start)]
                 with m.If(mode.forward):  # one unperturbed base pass first
                     self._start_pass(m, 0)
                 with m.Else():
@@ -115,7 +135,7 @@ class StepSequencer(wiring.Component):
                     m.d.sync += diff.eq(plus_loss - run.loss)
                     m.next = "STEP_K"
 
-    def _directions(self, m, fac, stepu, k):
+    def _directions(self, m, fac, stepu, k, steps):
         """Direction k: its factors drawn (then its passes, from DRAW_WAIT), its step stored; after the last
         direction, the update pass."""
         run, L = self.run, self.cfg.n_layers
@@ -131,51 +151,63 @@ class StepSequencer(wiring.Component):
         with m.State("STEP_WAIT"):
             with m.If(~stepu.busy):
                 m.next = "STEP_STORE"
-        with m.State("STEP_STORE"):
+        with m.State("STEP_STORE"):  # the step RAM (READ_STEP) and direction k's step register
             m.d.comb += [self.step_wr.addr.eq(k), self.step_wr.data.eq(stepu.step), self.step_wr.en.eq(1)]
-            m.d.sync += [k.eq(k + 1), run.kbase.eq(run.kbase + DirectionFactors.factors_per_direction(self.cfg)),
-                         run.layer.eq(Mux(run.layer == L - 1, 0, run.layer + 1))]
+            m.d.sync += [steps[k].eq(stepu.step), run.layer.eq(Mux(run.layer == L - 1, 0, run.layer + 1))]
             with m.If(k == self.directions - 1):
                 m.d.comb += self.params.rewind.eq(1)
-                m.next = "UPD_ISSUE"
+                m.next = "UPD"
             with m.Else():
+                m.d.sync += k.eq(k + 1)
                 m.next = "DRAW"
 
-    def _update_pass(self, m, fac, upd, pass_no):
-        """One weight at a time, canonical order: delta over the directions, rounding bits, write-back. The
-        weight is the walker's, which has the weight RAMs while the forward engine is idle."""
-        cfg, L, F, FPD = self.cfg, self.cfg.n_layers, self.cfg.step_frac, DirectionFactors.factors_per_direction(self.cfg)
-        KMAX, w, sr = cfg.max_directions, self.params, self.mode.stochastic_rounding
-        starts = DirectionFactors.slot_starts(cfg)
-        um = Signal(range(max(KMAX, F) + 1))  # direction (and rounding bit) of the data now arriving
-        umb = Signal(range((max(KMAX, F) + 1) * FPD + 1))  # um * FPD
-        um_layer = Signal(range(L))  # the layer direction um perturbs (layer-wise)
-        delta = Signal(signed(delta_bits(cfg)))
-        rnd = Signal(F)
-        n_acc = Mux(sr & (self.directions < F), F, self.directions)  # clocks: directions, or rounding bits
-        # the weight's factors in the cache: a_l[row] and b_l[col] of direction um
-        a_index = Array([C(starts[l], range(FPD)) for l in range(L)])[w.layer] + w.row
-        b_index = Array([C(starts[l] + o, range(FPD)) for l, (o, _) in enumerate(cfg.layer_shapes)])[w.layer] + w.col
-        m.d.comb += [upd.w[0].eq(w.weight), upd.delta[0].eq(delta), upd.rnd[0].eq(Mux(sr, rnd, 1 << (F - 1)))]
-        with m.State("UPD_ISSUE"):
-            m.d.comb += [self.factors_a_rd.addr.eq(a_index), self.factors_b_rd.addr.eq(b_index), self.step_rd.addr.eq(0)]
-            m.d.sync += [um.eq(0), umb.eq(0), um_layer.eq(self.layer_start), delta.eq(0), rnd.eq(0)]
-            m.next = "UPD_ACC"
-        with m.State("UPD_ACC"):  # direction um's factors and step arrive; the next ones are fetched
-            m.d.comb += [self.factors_a_rd.addr.eq(umb + FPD + a_index), self.factors_b_rd.addr.eq(umb + FPD + b_index),
-                         self.step_rd.addr.eq(um + 1)]
-            with m.If((um < self.directions) & (~self.mode.layerwise | (um_layer == w.layer))):
-                m.d.sync += delta.eq(delta + self.step_rd.data * (self.factors_a_rd.data * self.factors_b_rd.data))
-            with m.If(sr & (um < F)):  # stochastic rounding: step_frac stream bits, LSB first
-                m.d.comb += fac.rest.ready.eq(1)
-                m.d.sync += rnd.eq(Cat(rnd[1:], fac.rest.payload))
-            m.d.sync += [um.eq(um + 1), umb.eq(umb + FPD), um_layer.eq(Mux(um_layer == L - 1, 0, um_layer + 1))]
-            with m.If(um == n_acc - 1):
-                m.next = "UPD_WRITE"
-        with m.State("UPD_WRITE"):
-            m.d.comb += [w.write.eq(1), w.data.eq(upd.w_new[0]), w.advance.eq(1)]
-            with m.If(w.last):
+    def _update_pass(self, m, pass_no, issue, last_write):
+        """The states: issue one weight per clock (UPD), then wait for the last write-back (UPD_DRAIN)."""
+        with m.State("UPD"):
+            m.d.comb += [issue.eq(1), self.params.advance.eq(1)]
+            with m.If(self.params.last):
+                m.next = "UPD_DRAIN"
+        with m.State("UPD_DRAIN"):
+            with m.If(last_write):
                 m.d.comb += [self.done.eq(1), self.result.eq(pass_no)]
                 m.next = "IDLE"
-            with m.Else():
-                m.next = "UPD_ISSUE"
+
+    def _update_pipeline(self, m, fac, delta, upd, steps, issue, last_write):
+        """The update pass's datapath, one weight per stage: issue (the walker's pointer, the cache
+        addresses), sum (the cache words and the weight arrive; UpdateDelta), write-back. The weight is the
+        walker's, which has the weight RAMs while the forward engine is idle; the factor cache's read
+        ports are the sequencer's then too (with one neuron lane they are the forward engine's in a pass)."""
+        cfg, L, F, w = self.cfg, self.cfg.n_layers, self.cfg.step_frac, self.params
+        KMAX, mode = cfg.max_directions, self.mode
+        starts = DirectionFactors.slot_starts(cfg)
+        FPD = DirectionFactors.factors_per_direction(cfg)
+        with m.If(issue):  # the weight's factors: a_l[row] and b_l[col], every direction's in one word
+            a_index = Array([C(starts[l], range(FPD)) for l in range(L)])[w.layer] + w.row
+            b_index = Array([C(starts[l] + o, range(FPD)) for l, (o, _) in enumerate(cfg.layer_shapes)])[w.layer] + w.col
+            m.d.comb += [self.factors_a_rd.addr.eq(a_index), self.factors_b_rd.addr.eq(b_index)]
+
+        # stage 1: the words of the weight issued last clock are on the read ports
+        valid1, layer1 = Signal(), Signal(range(L))
+        m.d.sync += [valid1.eq(issue), layer1.eq(w.layer)]
+        counts = Signal(KMAX)  # direction d counts for the weight's layer
+        for d in range(KMAX):  # layer-wise: direction d perturbs layer (layer_start + d) mod L
+            perturbs = Cat(*[(self.layer_start == s) & (layer1 == (s + d) % L) for s in range(L)]).any()
+            m.d.comb += counts[d].eq((d < self.directions) & (~mode.layerwise | perturbs))
+        m.d.comb += [delta.a.eq(self.factors_a_rd.data), delta.b.eq(self.factors_b_rd.data), delta.counts.eq(counts)]
+        m.d.comb += [delta.steps[d].eq(steps[d]) for d in range(KMAX)]
+
+        # the sum's latency: the weight and the valid bit travel beside it
+        valid, weight = valid1, w.weight
+        valids = [valid1]
+        for stage in range(delta.latency):
+            v, wq = Signal(name=f"upd_valid{stage + 2}"), Signal.like(weight, name=f"upd_weight{stage + 2}")
+            m.d.sync += [v.eq(valid), wq.eq(weight)]
+            valid, weight = v, wq
+            valids.append(v)
+        # write-back stage: this clock's rounding group is the weight's (one group per weight, in order)
+        sr = mode.stochastic_rounding
+        m.d.comb += [upd.w[0].eq(weight), upd.delta[0].eq(delta.delta),
+                     upd.rnd[0].eq(Mux(sr, fac.rest.payload, 1 << (F - 1)))]
+        with m.If(valid):
+            m.d.comb += [w.write.eq(1), w.data.eq(upd.w_new[0]), fac.rest.ready.eq(sr)]
+        m.d.comb += last_write.eq(valid & ~Cat(*valids[:-1]).any())

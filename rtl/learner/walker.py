@@ -6,8 +6,15 @@ j * chunks_l + i // N, so the walker steps addresses by adding, never dividing.
 
 Two users take turns on it, never in the same clock: the host's PARAM_REWIND / PARAM_WRITE /
 PARAM_READ (`host`) and the update pass (`update`). Each can rewind it, advance it, and write the weight
-at the pointer; `weight` is the weight there, from the word the RAM returns one clock after the pointer
-was its address.
+at the pointer; `weight` is the weight at the pointer's position of the clock before, from the word
+the RAM returns one clock after the pointer was its address (so a user that advances every clock
+reads every weight in turn, one clock late).
+
+The update pass is pipelined: it reads (issues) one weight per clock and writes each back
+`update_write_delay` clocks after its read, while it reads the ones after it (the weight RAMs have
+separate read and write ports). So the walker keeps the pointer's positions of the last clocks, and
+the update user's `write` stores at the position of `update_write_delay` clocks before; with 0 (the
+default) it writes at the pointer, like the host's.
 """
 from __future__ import annotations
 
@@ -50,8 +57,8 @@ class WalkerAccess(wiring.Signature):
 
 
 class ParamWalker(wiring.Component):
-    def __init__(self, cfg: DeviceConfig, neuron_lanes: int, memory_map: MemoryMap):
-        self.cfg, self.N = cfg, neuron_lanes
+    def __init__(self, cfg: DeviceConfig, neuron_lanes: int, memory_map: MemoryMap, update_write_delay: int = 0):
+        self.cfg, self.N, self.delay = cfg, neuron_lanes, update_write_delay
         self.chunks = [math.ceil(o / neuron_lanes) for o, _ in cfg.layer_shapes]
         L = cfg.n_layers
         super().__init__({
@@ -92,21 +99,30 @@ class ParamWalker(wiring.Component):
         with m.If(self.host.rewind | self.update.rewind):
             m.d.sync += [wl.eq(0), wi.eq(0), wj.eq(0), wchunk.eq(0), wlane.eq(0), waddr.eq(0), wdone.eq(0)]
 
-        # the weight at the pointer, from its layer's RAM
+        # The pointer's positions (word address, layer, lane) of the last clocks: past[d] is d clocks ago.
+        past = [(waddr, wl, wlane)]
+        for d in range(1, max(1, self.delay) + 1):
+            regs = tuple(Signal.like(x, name=f"{x.name}_{d}") for x in past[-1])
+            m.d.sync += [r.eq(x) for r, x in zip(regs, past[-1])]
+            past.append(regs)
+
+        # the weight at last clock's position, from its layer's RAM (the word of last clock's address)
+        _, rd_layer, rd_lane = past[1]
         word = Signal.like(self.w0_rd.data)
         for l in range(L):
             rd = getattr(self, f"w{l}_rd")
             m.d.comb += rd.addr.eq(waddr)
-            with m.If(wl == l):
+            with m.If(rd_layer == l):
                 m.d.comb += word.eq(rd.data)
-        weight = Array([word[n] for n in range(N)])[wlane]
+        weight = Array([word[n] for n in range(N)])[rd_lane]
 
         write = self.host.write | self.update.write
         value = Mux(self.update.write, self.update.data, self.host.data)
+        w_addr, w_layer, w_lane = (Mux(self.update.write, u, h) for u, h in zip(past[self.delay], past[0]))
         for l in range(L):
             wr = getattr(self, f"w{l}_wr")
-            with m.If(write & (wl == l)):
-                m.d.comb += [wr.addr.eq(waddr), wr.en.eq(C(1, N) << wlane)]
+            with m.If(write & (w_layer == l)):
+                m.d.comb += [wr.addr.eq(w_addr), wr.en.eq(C(1, N) << w_lane)]
                 m.d.comb += [wr.data[n].eq(value) for n in range(N)]
 
         last = (wl == L - 1) & (wi == n_out[wl] - 1) & (wj == n_in[wl])
