@@ -1,0 +1,91 @@
+"""The learner's cycle model: the clocks an INFER or a TRAIN_STEP takes, exactly, for networks with one
+hidden layer (every board's default), from the gateware's schedule (docs/rtl.md).
+
+These are the clocks the device's CYCLES_LAST counter reports. tests/test_cycles.py checks the model
+against the gateware in Amaranth's simulator over shapes, lanes and step options, and the shipped board
+configurations on Verilator, so a change to the schedule that costs clocks fails a test until the model
+(and docs/rtl.md) says why. Deeper networks take clocks in proportion to their spikes (the event replay),
+which this model does not predict: `train_step_cycles` refuses them.
+"""
+from __future__ import annotations
+
+import math
+
+from .contract.config import ConfigError, DeviceConfig, StepParams
+
+# Clocks between a chunk's last input item and the readout (IN_DRAIN, then COUNT_DRAIN while the last
+# currents pass the execute stage and the spike-count table) and after a readout chunk (OUT_DRAIN).
+IN_TO_READOUT = 5
+OUT_DRAIN = 2
+# Per direction, besides its draw, passes and step: DRAW, the clock DRAW_WAIT sees the draw end, STEP_K,
+# STEP_WAIT's last clock, STEP_STORE, and the pass start.
+PER_DIRECTION = 6
+
+
+def loss_lanes(sample_lanes: int) -> int:
+    """Samples whose squared errors the loss takes per clock (rtl/learner/forward.py)."""
+    return min(sample_lanes, 8)
+
+
+def update_drain(cfg: DeviceConfig) -> int:
+    """Clocks of the update pass after its last weight is issued: the delta's latency (a second register
+    in the adder tree beyond 8 directions, rtl/learner/update.UpdateDelta) and the write-back."""
+    return 3 if cfg.max_directions > 8 else 2
+
+
+def _one_hidden_layer(cfg: DeviceConfig) -> None:
+    if cfg.n_layers != 2:
+        raise ConfigError(f"the cycle model covers one hidden layer; {cfg.layers} has {cfg.n_layers - 1}")
+
+
+def forward_pass_cycles(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, batch: int, loaded: bool = False,
+                        store_outputs: bool = False) -> int:
+    """One pass over the batch, group by group of S samples: LOAD (S clocks, or 1 when the lanes hold the
+    batch's only group already), IN (C1 (n0 + 1)), the drain into the readout, per output chunk OUT
+    (n1 + 1) and its drain, per output LOSS (ceil(S / R)) and, in INFER, STORE (S), then GROUP_END;
+    PASS_END once."""
+    _one_hidden_layer(cfg)
+    N, S = neuron_lanes, sample_lanes
+    n0, n1, nL = cfg.layers
+    groups = math.ceil(batch / S)
+    load = 1 if loaded and groups == 1 else S
+    readout = 0
+    for c in range(math.ceil(nL / N)):
+        outputs = min(N, nL - c * N)
+        readout += (n1 + 1) + OUT_DRAIN + outputs * (math.ceil(S / loss_lanes(S)) + (S if store_outputs else 0))
+    per_group = load + math.ceil(n1 / N) * (n0 + 1) + IN_TO_READOUT + readout + 1
+    return groups * per_group + 1
+
+
+def infer_cycles(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, batch: int, loaded: bool = False) -> int:
+    return forward_pass_cycles(cfg, neuron_lanes, sample_lanes, batch, loaded, store_outputs=True)
+
+
+def draw_cycles(cfg: DeviceConfig, sp: StepParams, k: int) -> int:
+    """Direction k's factors, one stream bit per clock: every layer's (global) or one layer's (layer-wise)."""
+    sizes = [o + i + 1 for o, i in cfg.layer_shapes]
+    values = sum(sizes) if sp.scope == "global" else sizes[(sp.layer_start + k) % cfg.n_layers]
+    return values * (4 if sp.noise == "gauss4" else 1)
+
+
+def step_unit_cycles(cfg: DeviceConfig, sp: StepParams) -> int:
+    """StepUnit: gain_bits multiply steps, gain_shift - 1 shifts, then the rounding and clip."""
+    return cfg.gain_bits + sp.gain_shift
+
+
+def train_step_cycles(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, batch: int, sp: StepParams,
+                      loaded: bool = False) -> int:
+    """TRAIN_STEP: (forward differences: the base pass), then per direction its draw, its passes and its
+    step; then the update pass at one weight per clock. `loaded`: the lanes hold the batch already (it
+    is one group, and no sample was written since the last pass); only the first pass can load."""
+    passes = []
+    if sp.difference == "forward":
+        passes.append(forward_pass_cycles(cfg, neuron_lanes, sample_lanes, batch, loaded))
+        loaded = True
+    total = 0
+    for k in range(sp.directions):
+        for _ in range(2 if sp.difference == "central" else 1):
+            passes.append(forward_pass_cycles(cfg, neuron_lanes, sample_lanes, batch, loaded))
+            loaded = True
+        total += PER_DIRECTION + draw_cycles(cfg, sp, k) + step_unit_cycles(cfg, sp)
+    return total + sum(passes) + cfg.n_params + update_drain(cfg)

@@ -1,0 +1,67 @@
+"""sim.cycles, the exact cycle model, against the gateware: Amaranth's simulator over shapes, lanes and
+step options here; the shipped board configurations on Verilator in test_rtl_board_defaults.py."""
+import pytest
+from amaranth.sim import Simulator
+
+from rfsnn.rtl.learner import Learner
+from rfsnn.sim.contract.commands import Op
+from rfsnn.sim.contract.config import ConfigError, DeviceConfig, StepParams
+from rfsnn.sim.cycles import infer_cycles, train_step_cycles
+from rfsnn.sim.session import LearnerSession
+
+from learnersim import amaranth_transact, random_problem
+
+STEPS = [  # (K, difference, noise, scope, stochastic rounding, gain_shift)
+    (1, "central", "rademacher", "global", True, 26),
+    (3, "central", "rademacher", "global", True, 26),
+    (2, "forward", "rademacher", "global", False, 20),
+    (2, "central", "gauss4", "global", True, 26),
+    (3, "central", "rademacher", "layerwise", True, 30),
+    (4, "forward", "gauss4", "layerwise", False, 18),
+]
+
+
+def measured(cfg, N, S, batch, steps):
+    """CYCLES_LAST of INFER (lanes empty), INFER again (lanes loaded where one group), then each step."""
+    params, x, t = random_problem(cfg, batch, seed=1)
+    dut = Learner(cfg, N, S)
+    out = []
+
+    async def bench(ctx):
+        s = LearnerSession(amaranth_transact(ctx, dut), cfg)
+        await s.write_params(params)
+        await s.load_batch(x, t)
+        for run in [s.infer, s.infer] + [lambda sp=sp: s.train_step(sp) for sp in steps]:
+            await s.call(Op.CLEAR_COUNTERS)
+            await run()
+            out.append((await s.counters())["cycles_last"])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+@pytest.mark.parametrize("layers,N,S,batch,max_directions", [
+    ((2, 8, 1), 1, 4, 6, 4),  # two groups, the last partly filled
+    ((2, 8, 1), 1, 4, 4, 4),  # one group: loaded once per command
+    ((2, 8, 1), 2, 2, 5, 4),
+    ((1, 5, 3), 3, 2, 7, 4),  # outputs in two chunks
+    ((2, 3, 1), 1, 1, 3, 4),
+    ((2, 16, 2), 1, 8, 16, 12),  # more than 8 directions: the update's deeper adder tree
+])
+def test_model_counts_every_clock(layers, N, S, batch, max_directions):
+    cfg = DeviceConfig(layers=layers, t_steps=8, max_batch=16, max_directions=max_directions)
+    steps = [StepParams(seed=5, directions=K, difference=d, noise=n, scope=sc, stochastic_rounding=sr, sigma=64,
+                        gain_mant=40000, gain_shift=gs, clip=3000) for K, d, n, sc, sr, gs in STEPS]
+    got = measured(cfg, N, S, batch, steps)
+    one_group = batch <= S
+    expected = [infer_cycles(cfg, N, S, batch), infer_cycles(cfg, N, S, batch, loaded=one_group)]
+    expected += [train_step_cycles(cfg, N, S, batch, sp, loaded=one_group) for sp in steps]
+    assert got == expected
+
+
+def test_model_refuses_what_it_cannot_predict():
+    with pytest.raises(ConfigError, match="one hidden layer"):
+        train_step_cycles(DeviceConfig(layers=(2, 8, 8, 1)), 1, 4, 4, StepParams(seed=1))
