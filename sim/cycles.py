@@ -23,8 +23,8 @@ PER_DIRECTION = 6
 
 
 def loss_lanes(sample_lanes: int) -> int:
-    """Samples whose squared errors the loss takes per clock (rtl/learner/forward.py)."""
-    return min(sample_lanes, 8)
+    """Samples whose squared errors the loss takes per clock (rtl/learner/forward.py): one per 8 lanes."""
+    return max(1, sample_lanes // 8)
 
 
 def update_drain(cfg: DeviceConfig) -> int:

@@ -139,8 +139,9 @@ class ForwardEngine(wiring.Component):
     def __init__(self, cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, memory_map: MemoryMap):
         self.cfg, self.N, self.S = cfg, neuron_lanes, sample_lanes
         self.P = neuron_lanes * sample_lanes
-        # (y - target)^2 of this many samples per clock: LOSS takes ceil(S / R) clocks per output
-        self.loss_lanes = min(sample_lanes, 8)
+        # (y - target)^2 of R samples per clock, one squarer (a DSP) per 8 sample lanes: LOSS takes
+        # min(S, 8) clocks per output, a small part of a group's, without the DSPs small boards lack
+        self.loss_lanes = max(1, sample_lanes // 8)
         self.chunks = [math.ceil(o / neuron_lanes) for o, _ in cfg.layer_shapes]  # of weight layer l's outputs
         # One neuron lane: the factors come from the factor cache, read with the weight; more lanes need
         # N a-values per word, which the registers give.
