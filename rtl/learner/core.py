@@ -82,12 +82,11 @@ class Learner(wiring.Component):
         if "factors" in fwd.signature.members:  # more than one neuron lane: the factors as registers
             wiring.connect(m, seq.factors, fwd.factors)
 
-        # RAM read ports two blocks take turns on, the first while it is busy: the weights and the factor
-        # cache (the forward engine during a pass; the walker and the update pass otherwise). Every other
-        # port has one user (the steps: READ_STEP; the update pass keeps them in registers).
+        # RAM read ports two blocks take turns on, the first while it is busy: the weights (the forward
+        # engine during a pass; the walker and the update pass otherwise). Every other port has one user
+        # (the factor cache: the update pass; the pass buffer: the forward engine; the steps: READ_STEP,
+        # as the update pass keeps them in registers).
         shared = {f"w{l}_rd": (fwd, walker) for l in range(cfg.n_layers)}
-        if "factors_a_rd" in fwd.signature.members:
-            shared.update({"factors_a_rd": (fwd, seq), "factors_b_rd": (fwd, seq)})
         for name in self.map.signatures():
             port = getattr(mem, name)
             if name in shared:

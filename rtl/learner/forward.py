@@ -54,7 +54,7 @@ class PassControl(wiring.Signature):
             # held during the pass:
             "sign": Out(2),  # of the perturbation: 0 none, 1 +sigma, 3 (= -1) -sigma
             "layer": Out(range(cfg.n_layers)),  # layer-wise: the layer the direction perturbs
-            "k": Out(range(cfg.max_directions)),  # the direction: its lane of the factor cache's words
+            "k": Out(range(cfg.max_directions)),  # the direction (its parity: its half of the pass buffer)
             "store_outputs": Out(1),  # write y to the output RAM (INFER: OUTPUT_READ returns them)
             "done": In(1),  # the pass's last clock
             "loss": In(unsigned(cfg.loss_bits)),
@@ -143,8 +143,8 @@ class ForwardEngine(wiring.Component):
         # min(S, 8) clocks per output, a small part of a group's, without the DSPs small boards lack
         self.loss_lanes = max(1, sample_lanes // 8)
         self.chunks = [math.ceil(o / neuron_lanes) for o, _ in cfg.layer_shapes]  # of weight layer l's outputs
-        # One neuron lane: the factors come from the factor cache, read with the weight; more lanes need
-        # N a-values per word, which the registers give.
+        # One neuron lane: the factors come from the pass buffer (memories.py), read with the weight; more
+        # lanes need N a-values per word, which the registers give.
         self.cached = neuron_lanes == 1
         # One hidden layer: its spike counts are looked up from the input currents (counts.py), with no
         # time loop, no membranes and no LIF update.
@@ -154,7 +154,7 @@ class ForwardEngine(wiring.Component):
         if not self.looked_up:
             rams += ["i_rd", "i_wr"] + [f"u{h}_{p}" for h in range(H) for p in ("rd", "wr")]
         rams += [f"events{h}_{p}" for h in range(H - 1) for p in ("rd", "wr")]
-        rams += ["factors_a_rd", "factors_b_rd"] if self.cached else []
+        rams += ["pass_factors_a_rd", "pass_factors_b_rd"] if self.cached else []
         super().__init__({
             "run": In(PassControl(cfg)),
             "busy": Out(1),
@@ -227,9 +227,8 @@ class ForwardEngine(wiring.Component):
                 with m.Case(l):
                     m.d.comb += [pert.w.eq(getattr(self, f"w{l}_rd").data),  # perturbed layers only:
                                  pert.signed_sigma.eq(Mux(~self.layerwise | (self.run.layer == l), sig, 0))]
-                    if self.cached:  # direction k's lane of the factor words
-                        m.d.comb += [pert.a.eq(self.factors_a_rd.data[self.run.k]),
-                                     pert.b.eq(self.factors_b_rd.data[self.run.k])]
+                    if self.cached:  # from the pass buffer
+                        m.d.comb += [pert.a.eq(self.pass_factors_a_rd.data), pert.b.eq(self.pass_factors_b_rd.data)]
                     else:
                         a, b = getattr(self.factors, f"a{l}"), getattr(self.factors, f"b{l}")
                         a_chunks = Array([Cat(*[a[cc * N + n] if cc * N + n < o else C(0, 3) for n in range(N)])
@@ -237,11 +236,13 @@ class ForwardEngine(wiring.Component):
                         m.d.comb += [pert.a.eq(a_chunks[op.chunk]), pert.b.eq(Array([b[k] for k in range(i + 1)])[op.col])]
 
     def _fetch_factors(self, m, l, chunk, col):
-        """With the factor cache: the read addresses of a_l[chunk] and b_l[col] (a word holds every
-        direction's), issued with the weight's."""
+        """One neuron lane: the read addresses of a_l[chunk] and b_l[col] in the pass buffer's half of
+        direction k, issued with the weight's."""
         if self.cached:
             start, o = DirectionFactors.slot_starts(self.cfg)[l], self.cfg.layer_shapes[l][0]
-            m.d.comb += [self.factors_a_rd.addr.eq(start + chunk), self.factors_b_rd.addr.eq((start + o) + col)]
+            half = Mux(self.run.k[0], DirectionFactors.factors_per_direction(self.cfg), 0)  # direction k's half
+            m.d.comb += [self.pass_factors_a_rd.addr.eq(half + start + chunk),
+                         self.pass_factors_b_rd.addr.eq(half + (start + o) + col)]
 
     def _active(self, op):
         """An item that computes (not a bubble)."""

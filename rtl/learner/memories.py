@@ -82,8 +82,14 @@ class MemoryMap:
         # The step's direction factors: word = flat factor index (DirectionFactors.slot_starts), lane k =
         # direction k, so the update pass reads a factor of every direction in one word. A draw writes
         # its direction's lane.
-        rams["factors"] = RAM(data.ArrayLayout(FACTOR, cfg.max_directions), DirectionFactors.factors_per_direction(cfg),
-                              reads=("a_rd", "b_rd"), lane_enables=True)
+        FPD = DirectionFactors.factors_per_direction(cfg)
+        rams["factors"] = RAM(data.ArrayLayout(FACTOR, cfg.max_directions), FPD, reads=("a_rd", "b_rd"), lane_enables=True)
+        if N == 1:
+            # The factors of the direction whose passes run, one value per word, for the forward engine
+            # (with one neuron lane it reads a_i and b_j with each weight): no lane select after the
+            # cache's wide, spread-out words on the perturbed read's path. Two halves, by the direction's
+            # parity, so that the next direction can be drawn while this one's passes run.
+            rams["pass_factors"] = RAM(FACTOR, 2 * FPD, reads=("a_rd", "b_rd"))
         rams["loss"] = RAM(unsigned(cfg.loss_bits), 2 * cfg.max_directions + 1)  # the losses of a command
         rams["step"] = RAM(signed(cfg.step_bits), cfg.max_directions)  # the clipped steps
         self.rams: dict[str, RAM] = rams

@@ -60,7 +60,8 @@ class StepSequencer(wiring.Component):
             "run": Out(PassControl(cfg)),
             "params": Out(WalkerAccess(cfg, neuron_lanes)),
             **({} if self.cached else {"factors": Out(FactorRegisters(cfg))}),
-            **memory_map.ports("factors_wr", "factors_a_rd", "factors_b_rd", "loss_wr", "step_wr"),
+            **memory_map.ports("factors_wr", "factors_a_rd", "factors_b_rd", "loss_wr", "step_wr",
+                               *(["pass_factors_wr"] if self.cached else [])),
         })
 
     def elaborate(self, platform):
@@ -84,6 +85,10 @@ class StepSequencer(wiring.Component):
         with m.If(fac.drawn_valid):  # the factor cache: the drawn index's word, direction k's lane
             m.d.comb += [self.factors_wr.addr.eq(fac.drawn_index), self.factors_wr.en.eq(C(1, cfg.max_directions) << k)]
             m.d.comb += [self.factors_wr.data[d].eq(fac.drawn_value) for d in range(cfg.max_directions)]
+            if self.cached:  # and the pass buffer's half for direction k
+                FPD = DirectionFactors.factors_per_direction(cfg)
+                m.d.comb += [self.pass_factors_wr.addr.eq(Mux(k[0], FPD, 0) + fac.drawn_index),
+                             self.pass_factors_wr.data.eq(fac.drawn_value), self.pass_factors_wr.en.eq(1)]
         m.d.comb += [stepu.loss_diff.eq(diff), stepu.gain_mant.eq(self.gain_mant), stepu.gain_shift.eq(self.gain_shift),
                      stepu.clip.eq(self.clip)]
         with m.FSM() as fsm:
