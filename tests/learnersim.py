@@ -42,9 +42,9 @@ class Trace:
 
 
 def run_learner(cfg: DeviceConfig, params, x, t, steps: list[StepParams], neuron_lanes=1, sample_lanes=4,
-                script=None) -> Trace:
+                script=None, **learner_options) -> Trace:
     """Load, infer once, then run each step; what the device reports, read back over commands."""
-    dut = Learner(cfg, neuron_lanes, sample_lanes)
+    dut = Learner(cfg, neuron_lanes, sample_lanes, **learner_options)
     trace = Trace()
 
     async def bench(ctx):

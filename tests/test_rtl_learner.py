@@ -68,6 +68,16 @@ def test_update_forms_bit_exact(max_directions, layers, nl, extra):
     assert_matches_golden(cfg, params, x, t, steps, trace)
 
 
+@pytest.mark.parametrize("layers,nl,sl,batch,extra", [CASES[0], CASES[5]])
+def test_training_steps_bit_exact_with_lut_ram(layers, nl, sl, batch, extra):
+    """The ECP5 build's memories (the pass buffer in LUT RAM) compute the same bits."""
+    cfg = DeviceConfig(layers=layers, **SMALL)
+    params, x, t = random_problem(cfg, batch, seed=3)
+    steps = [StepParams(seed=0x99 + n, sigma=64, gain_mant=40000, gain_shift=26, clip=3000, **extra) for n in range(2)]
+    trace = run_learner(cfg, params, x, t, steps, nl, sl, distributed_ram=True)
+    assert_matches_golden(cfg, params, x, t, steps, trace)
+
+
 def test_rails_saturate_like_golden():
     """Weights and inputs at the rails, sigma at its limit, a narrow loss accumulator, clipped steps."""
     cfg = DeviceConfig(layers=(2, 4, 2), loss_bits=30, **SMALL)

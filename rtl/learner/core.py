@@ -34,9 +34,10 @@ from .walker import ParamWalker
 
 
 class Learner(wiring.Component):
-    def __init__(self, cfg: DeviceConfig, neuron_lanes: int = 1, sample_lanes: int = 8):
+    def __init__(self, cfg: DeviceConfig, neuron_lanes: int = 1, sample_lanes: int = 8, distributed_ram: bool | None = None):
         self.check_lanes(cfg, neuron_lanes, sample_lanes)
         self.cfg, self.N, self.S = cfg, neuron_lanes, sample_lanes
+        self.distributed_ram = distributed_ram  # Memories: None = LUT RAM where the platform has it
         self.info = info_words(cfg, neuron_lanes, sample_lanes)
         self.map = MemoryMap(cfg, neuron_lanes, sample_lanes)
         super().__init__({
@@ -61,7 +62,7 @@ class Learner(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, N, S = self.cfg, self.N, self.S
-        m.submodules.mem = mem = Memories(self.map)
+        m.submodules.mem = mem = Memories(self.map, self.distributed_ram)
         m.submodules.frontend = fe = CommandFrontEnd(cfg, N, S, self.info, self.map)
         m.submodules.walker = walker = ParamWalker(cfg, N, self.map, StepSequencer.update_write_delay(cfg))
         m.submodules.sequencer = seq = StepSequencer(cfg, N, self.map)

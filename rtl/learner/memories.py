@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from amaranth import Module, Shape, signed, unsigned
+from amaranth import Module, Shape, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
@@ -30,6 +30,10 @@ class RAM:
     reads: tuple[str, ...] = ("rd",)
     lane_enables: bool = False  # one write enable per element of an array word
     transparent: bool = False  # a read in the clock of a write to the same word returns the new word
+    # On a critical path and small: where the FPGA has distributed (LUT) RAM, a registered address and an
+    # asynchronous read, the same timing as a block RAM's read without its ~6 ns clock-to-output. Only
+    # for a RAM never read and written at one word in one clock (see Memories).
+    distributed: bool = False
 
     @property
     def width(self) -> int:
@@ -89,7 +93,7 @@ class MemoryMap:
             # (with one neuron lane it reads a_i and b_j with each weight): no lane select after the
             # cache's wide, spread-out words on the perturbed read's path. Two halves, by the direction's
             # parity, so that the next direction can be drawn while this one's passes run.
-            rams["pass_factors"] = RAM(FACTOR, 2 * FPD, reads=("a_rd", "b_rd"))
+            rams["pass_factors"] = RAM(FACTOR, 2 * FPD, reads=("a_rd", "b_rd"), distributed=True)
         rams["loss"] = RAM(unsigned(cfg.loss_bits), 2 * cfg.max_directions + 1)  # the losses of a command
         rams["step"] = RAM(signed(cfg.step_bits), cfg.max_directions)  # the clipped steps
         self.rams: dict[str, RAM] = rams
@@ -113,21 +117,39 @@ class MemoryMap:
 
 
 class Memories(wiring.Component):
-    """Every RAM of the map; each port is a member of the signature, named as in MemoryMap."""
+    """Every RAM of the map; each port is a member of the signature, named as in MemoryMap.
 
-    def __init__(self, memory_map: MemoryMap):
-        self.map = memory_map
+    `distributed`: build the RAMs the map marks `distributed` from LUT RAM (a registered address, an
+    asynchronous read: the same ports, clock for clock, except that a word read in the clock it is
+    written comes back new; the map marks only RAMs where that never happens); None (the default)
+    decides by the platform the design is built for: yes on the ECP5, which has LUT RAM, no in
+    simulation and on the iCE40."""
+
+    def __init__(self, memory_map: MemoryMap, distributed: bool | None = None):
+        self.map, self.distributed = memory_map, distributed
         super().__init__({name: Out(sig) for name, sig in memory_map.signatures().items()})
 
     def elaborate(self, platform):
         m = Module()
+        distributed = self.distributed if self.distributed is not None else getattr(platform, "family", None) == "ecp5"
         for name, ram in self.map.rams.items():
+            lut = ram.distributed and distributed
             # Block RAM even when small: yosys would build the small ones from flip-flops and read
             # multiplexers, which cost the iCE40 hundreds of logic cells; block RAMs are to spare.
-            m.submodules[name] = mem = Memory(shape=ram.shape, depth=ram.depth, init=[], attrs={"ram_style": "block"})
+            m.submodules[name] = mem = Memory(shape=ram.shape, depth=ram.depth, init=[],
+                                              attrs={"ram_style": "distributed" if lut else "block"})
             write = mem.write_port(granularity=1 if ram.lane_enables else None)
             wiring.connect(m, wiring.flipped(getattr(self, f"{name}_wr")), write)
             for read in ram.reads:
-                port = mem.read_port(transparent_for=(write,) if ram.transparent else ())
-                wiring.connect(m, wiring.flipped(getattr(self, f"{name}_{read}")), port)
+                ours = getattr(self, f"{name}_{read}")
+                if lut:  # read-before-write like a block RAM's port: the write lands at the clock's end
+                    assert not ram.transparent
+                    port = mem.read_port(domain="comb")
+                    addr = Signal.like(ours.addr, name=f"{name}_{read}_addr")
+                    with m.If(ours.en):
+                        m.d.sync += addr.eq(ours.addr)
+                    m.d.comb += [port.addr.eq(addr), ours.data.eq(port.data)]
+                else:
+                    port = mem.read_port(transparent_for=(write,) if ram.transparent else ())
+                    wiring.connect(m, wiring.flipped(ours), port)
         return m
