@@ -17,9 +17,14 @@ from .contract.config import ConfigError, DeviceConfig, StepParams
 # currents pass the execute stage and the spike-count table) and after a readout chunk (OUT_DRAIN).
 IN_TO_READOUT = 5
 OUT_DRAIN = 2
-# Per direction, besides its draw, passes and step: DRAW, the clock DRAW_WAIT sees the draw end, STEP_K,
-# STEP_WAIT's last clock, STEP_STORE, and the pass start.
-PER_DIRECTION = 6
+# The draws (rtl/learner/sequencer.py, StepSequencer._draws) run beside the passes. A draw of D values'
+# stream bits that starts at clock s is seen done by the passes at s + D + DRAW_SEEN, and the next draw
+# can start at s + D + DRAW_GAP; the first starts at FIRST_DRAW (the clock after TRAIN_STEP's).
+FIRST_DRAW, DRAW_SEEN, DRAW_GAP = 1, 2, 2
+# From the clock the sequencer waits for direction k's factors (DRAWN) to its passes' start when they are
+# drawn already, and from the end of its last pass to DRAWN of the next direction besides StepUnit's
+# clocks (STEP_K, STEP_WAIT's last clock, STEP_STORE, the clock the pass's end is seen).
+PASS_START, AFTER_PASSES = 1, 4
 
 
 def loss_lanes(sample_lanes: int) -> int:
@@ -75,17 +80,28 @@ def step_unit_cycles(cfg: DeviceConfig, sp: StepParams) -> int:
 
 def train_step_cycles(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, batch: int, sp: StepParams,
                       loaded: bool = False) -> int:
-    """TRAIN_STEP: (forward differences: the base pass), then per direction its draw, its passes and its
-    step; then the update pass at one weight per clock. `loaded`: the lanes hold the batch already (it
-    is one group, and no sample was written since the last pass); only the first pass can load."""
-    passes = []
+    """TRAIN_STEP: (forward differences: the base pass), then per direction its passes and its step, each
+    direction's passes starting when its factors are drawn; the draws run ahead, one at a time: with
+    one neuron lane direction k + 1's beside direction k's passes, with the factor registers (more neuron
+    lanes) once direction k's step is stored. Then the update pass at one weight per clock. `loaded`:
+    the lanes hold the batch already (it is one group, and no sample was written since the last pass)."""
+    N, S, K = neuron_lanes, sample_lanes, sp.directions
+
+    def pass_(held):
+        return forward_pass_cycles(cfg, N, S, batch, held)
+
+    clock = 0
     if sp.difference == "forward":
-        passes.append(forward_pass_cycles(cfg, neuron_lanes, sample_lanes, batch, loaded))
+        clock, loaded = pass_(loaded), True
+    waiting = clock  # the clock the sequencer starts to wait for direction k's factors
+    draw = FIRST_DRAW  # the clock direction k's draw starts
+    for k in range(K):
+        drawn = draw + draw_cycles(cfg, sp, k)
+        start = max(waiting + PASS_START, drawn + DRAW_SEEN)
+        passes = pass_(loaded) + (pass_(True) if sp.difference == "central" else 0)
         loaded = True
-    total = 0
-    for k in range(sp.directions):
-        for _ in range(2 if sp.difference == "central" else 1):
-            passes.append(forward_pass_cycles(cfg, neuron_lanes, sample_lanes, batch, loaded))
-            loaded = True
-        total += PER_DIRECTION + draw_cycles(cfg, sp, k) + step_unit_cycles(cfg, sp)
-    return total + sum(passes) + cfg.n_params + update_drain(cfg)
+        next_waiting = start + passes + AFTER_PASSES + step_unit_cycles(cfg, sp)
+        # the next draw: after this one, and once the passes that would read over it are done with it
+        draw = max(drawn + DRAW_GAP, (waiting if N == 1 else next_waiting) + 1)
+        waiting = next_waiting
+    return waiting + cfg.n_params + update_drain(cfg)

@@ -50,6 +50,8 @@ def measured(cfg, N, S, batch, steps):
     ((1, 5, 3), 3, 2, 7, 4),  # outputs in two chunks
     ((2, 3, 1), 1, 1, 3, 4),
     ((2, 16, 2), 1, 8, 16, 12),  # more than 8 directions: the update's deeper adder tree
+    ((1, 40, 1), 1, 1, 1, 4),  # passes shorter than the draws: the draws set the pace
+    ((1, 40, 1), 2, 1, 1, 4),  # ... and with factor registers, which wait for the passes
 ])
 def test_model_counts_every_clock(layers, N, S, batch, max_directions):
     cfg = DeviceConfig(layers=layers, t_steps=8, max_batch=16, max_directions=max_directions)

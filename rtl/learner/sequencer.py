@@ -78,33 +78,55 @@ class StepSequencer(wiring.Component):
         issue = Signal()  # the update pass issues the weight at the walker's pointer
         last_write = Signal()  # the update pass writes its last weight back
 
-        m.d.comb += [fac.seed.eq(self.seed), fac.gauss4.eq(self.mode.gauss4), fac.layerwise.eq(self.mode.layerwise),
-                     fac.layer.eq(run.layer)]
+        dk = self._draws(m, fac, k)  # the direction being drawn (or the next to draw)
+        m.d.comb += [fac.seed.eq(self.seed), fac.gauss4.eq(self.mode.gauss4), fac.layerwise.eq(self.mode.layerwise)]
         if not self.cached:
             m.d.comb += [getattr(self.factors, name).eq(getattr(fac, name)) for name in self.factors.signature.members]
-        with m.If(fac.drawn_valid):  # the factor cache: the drawn index's word, direction k's lane
-            m.d.comb += [self.factors_wr.addr.eq(fac.drawn_index), self.factors_wr.en.eq(C(1, cfg.max_directions) << k)]
+        with m.If(fac.drawn_valid):  # the factor cache: the drawn index's word, direction dk's lane
+            m.d.comb += [self.factors_wr.addr.eq(fac.drawn_index), self.factors_wr.en.eq(C(1, cfg.max_directions) << dk)]
             m.d.comb += [self.factors_wr.data[d].eq(fac.drawn_value) for d in range(cfg.max_directions)]
-            if self.cached:  # and the pass buffer's half for direction k
+            if self.cached:  # and the pass buffer's half for direction dk
                 FPD = DirectionFactors.factors_per_direction(cfg)
-                m.d.comb += [self.pass_factors_wr.addr.eq(Mux(k[0], FPD, 0) + fac.drawn_index),
+                m.d.comb += [self.pass_factors_wr.addr.eq(Mux(dk[0], FPD, 0) + fac.drawn_index),
                              self.pass_factors_wr.data.eq(fac.drawn_value), self.pass_factors_wr.en.eq(1)]
         m.d.comb += [stepu.loss_diff.eq(diff), stepu.gain_mant.eq(self.gain_mant), stepu.gain_shift.eq(self.gain_shift),
                      stepu.clip.eq(self.clip)]
         with m.FSM() as fsm:
-            self._commands_and_passes(m, fac, pass_no, k, diff)
-            self._directions(m, fac, stepu, k, steps)
+            self._commands_and_passes(m, fac, pass_no, k, diff, dk)
+            self._directions(m, fac, stepu, k, steps, dk)
             self._update_pass(m, pass_no, issue, last_write)
         self._update_pipeline(m, fac, delta, upd, steps, issue, last_write)
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m
+
+    def _draws(self, m, fac, k):
+        """The directions' factors are drawn in order, as soon as the step starts and ahead of the passes:
+        with one neuron lane direction k + 1's while direction k's passes run (the pass buffer has a half
+        for each), with the factor registers only once direction k's passes are done. The noise stream is
+        the contract's either way: the draws follow each other, and the rounding bits come after the last."""
+        cfg, L = self.cfg, self.cfg.n_layers
+        self.stepping = stepping = Signal()  # a TRAIN_STEP is under way
+        dk = Signal(range(cfg.max_directions + 1))  # directions drawn so far = the one being drawn
+        layer = Signal(range(L))  # the layer direction dk perturbs (layer-wise scope)
+        drawing, was_busy = Signal(), Signal()
+        ahead = 1 if self.cached else 0
+        m.d.comb += fac.layer.eq(layer)
+        m.d.sync += was_busy.eq(fac.busy)
+        with m.If(self.train):
+            m.d.sync += [dk.eq(0), layer.eq(self.layer_start), drawing.eq(0)]
+        with m.Elif(stepping & ~drawing & (dk < self.directions) & (dk <= k + ahead)):
+            m.d.comb += fac.start.eq(1)
+            m.d.sync += drawing.eq(1)
+        with m.Elif(drawing & was_busy & ~fac.busy):  # the draw ended last clock
+            m.d.sync += [drawing.eq(0), dk.eq(dk + 1), layer.eq(Mux(layer == L - 1, 0, layer + 1))]
+        return dk
 
     def _start_pass(self, m, sign):
         m.d.sync += self.run.sign.eq(sign)
         m.d.comb += self.run.start.eq(1)
         m.next = "PASS"
 
-    def _commands_and_passes(self, m, fac, pass_no, k, diff):
+    def _commands_and_passes(self, m, fac, pass_no, k, diff, dk):
         """INFER or TRAIN_STEP starts; each pass's loss goes to the loss RAM and decides what follows."""
         run, mode = self.run, self.mode
         plus_loss, base_loss = Signal(self.cfg.loss_bits), Signal(self.cfg.loss_bits)
@@ -114,11 +136,12 @@ class StepSequencer(wiring.Component):
                 self._start_pass(m, 0)
             with m.If(self.train):
                 m.d.comb += fac.load.eq(1)  # the step's noise stream starts here
-                m.d.sync += [run.store_outputs.eq(0), pass_no.eq(0), k.eq(0), run.layer.eq(self.layer_start)]
-                with m.If(mode.forward):  # one unperturbed base pass first
+                m.d.sync += [run.store_outputs.eq(0), pass_no.eq(0), k.eq(0), run.layer.eq(self.layer_start),
+                             self.stepping.eq(1)]
+                with m.If(mode.forward):  # one unperturbed base pass first (while direction 0 is drawn)
                     self._start_pass(m, 0)
                 with m.Else():
-                    m.next = "DRAW"
+                    m.next = "DRAWN"
         with m.State("PASS"):
             with m.If(run.done):
                 m.d.comb += [self.loss_wr.addr.eq(pass_no), self.loss_wr.data.eq(run.loss), self.loss_wr.en.eq(1)]
@@ -128,7 +151,7 @@ class StepSequencer(wiring.Component):
                     m.next = "IDLE"
                 with m.Elif(run.sign == 0):  # forward differences: the base loss
                     m.d.sync += base_loss.eq(run.loss)
-                    m.next = "DRAW"
+                    m.next = "DRAWN"
                 with m.Elif(run.sign == 1):
                     m.d.sync += plus_loss.eq(run.loss)
                     with m.If(mode.forward):
@@ -140,15 +163,12 @@ class StepSequencer(wiring.Component):
                     m.d.sync += diff.eq(plus_loss - run.loss)
                     m.next = "STEP_K"
 
-    def _directions(self, m, fac, stepu, k, steps):
-        """Direction k: its factors drawn (then its passes, from DRAW_WAIT), its step stored; after the last
+    def _directions(self, m, fac, stepu, k, steps, dk):
+        """Direction k: its passes once its factors are drawn (DRAWN), its step stored; after the last
         direction, the update pass."""
         run, L = self.run, self.cfg.n_layers
-        with m.State("DRAW"):
-            m.d.comb += fac.start.eq(1)
-            m.next = "DRAW_WAIT"
-        with m.State("DRAW_WAIT"):
-            with m.If(~fac.busy):
+        with m.State("DRAWN"):
+            with m.If(dk > k):
                 self._start_pass(m, 1)
         with m.State("STEP_K"):
             m.d.comb += stepu.start.eq(1)
@@ -161,10 +181,11 @@ class StepSequencer(wiring.Component):
             m.d.sync += [steps[k].eq(stepu.step), run.layer.eq(Mux(run.layer == L - 1, 0, run.layer + 1))]
             with m.If(k == self.directions - 1):
                 m.d.comb += self.params.rewind.eq(1)
+                m.d.sync += self.stepping.eq(0)
                 m.next = "UPD"
             with m.Else():
                 m.d.sync += k.eq(k + 1)
-                m.next = "DRAW"
+                m.next = "DRAWN"
 
     def _update_pass(self, m, pass_no, issue, last_write):
         """The states: issue one weight per clock (UPD), then wait for the last write-back (UPD_DRAIN)."""
