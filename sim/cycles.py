@@ -33,9 +33,10 @@ def loss_lanes(sample_lanes: int) -> int:
 
 
 def update_drain(cfg: DeviceConfig) -> int:
-    """Clocks of the update pass after its last weight is issued: the delta's latency (a second register
-    in the adder tree beyond 8 directions, rtl/learner/update.UpdateDelta) and the write-back."""
-    return 3 if cfg.max_directions > 8 else 2
+    """Clocks of the update pass after its last weight is issued: the factor words' register, the delta's
+    latency (a second register in the adder tree beyond 8 directions, rtl/learner/update.UpdateDelta) and
+    the write-back."""
+    return 4 if cfg.max_directions > 8 else 3
 
 
 def _one_hidden_layer(cfg: DeviceConfig) -> None:

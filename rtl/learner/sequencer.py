@@ -42,7 +42,7 @@ class StepSequencer(wiring.Component):
     @staticmethod
     def update_write_delay(cfg: DeviceConfig) -> int:
         """Clocks from a weight's read to its write-back in the update pass (the walker's write delay)."""
-        return 1 + UpdateDelta.plan(cfg)[2]
+        return 2 + UpdateDelta.plan(cfg)[2]
 
     def __init__(self, cfg: DeviceConfig, neuron_lanes: int, memory_map: MemoryMap):
         self.cfg = cfg
@@ -200,7 +200,7 @@ class StepSequencer(wiring.Component):
 
     def _update_pipeline(self, m, fac, delta, upd, steps, issue, last_write):
         """The update pass's datapath, one weight per stage: issue (the walker's pointer, the cache
-        addresses), sum (the cache words and the weight arrive; UpdateDelta), write-back. The weight is the
+        addresses), the cache words and the weight arrive and are registered, sum (UpdateDelta), write-back. The weight is the
         walker's, which has the weight RAMs while the forward engine is idle; the factor cache's read
         ports are the sequencer's then too (with one neuron lane they are the forward engine's in a pass)."""
         cfg, L, F, w = self.cfg, self.cfg.n_layers, self.cfg.step_frac, self.params
@@ -219,12 +219,17 @@ class StepSequencer(wiring.Component):
         for d in range(KMAX):  # layer-wise: direction d perturbs layer (layer_start + d) mod L
             perturbs = Cat(*[(self.layer_start == s) & (layer1 == (s + d) % L) for s in range(L)]).any()
             m.d.comb += counts[d].eq((d < self.directions) & (~mode.layerwise | perturbs))
-        m.d.comb += [delta.a.eq(self.factors_a_rd.data), delta.b.eq(self.factors_b_rd.data), delta.counts.eq(counts)]
+        # stage 2: the words registered, so that the block RAMs' clock-to-output is not in the sum's clock
+        a2, b2 = Signal.like(self.factors_a_rd.data), Signal.like(self.factors_b_rd.data)
+        counts2, valid2, weight2 = Signal(KMAX), Signal(), Signal.like(w.weight)
+        m.d.sync += [a2.eq(self.factors_a_rd.data), b2.eq(self.factors_b_rd.data), counts2.eq(counts),
+                     valid2.eq(valid1), weight2.eq(w.weight)]
+        m.d.comb += [delta.a.eq(a2), delta.b.eq(b2), delta.counts.eq(counts2)]
         m.d.comb += [delta.steps[d].eq(steps[d]) for d in range(KMAX)]
 
         # the sum's latency: the weight and the valid bit travel beside it
-        valid, weight = valid1, w.weight
-        valids = [valid1]
+        valid, weight = valid2, weight2
+        valids = [valid1, valid2]
         for stage in range(delta.latency):
             v, wq = Signal(name=f"upd_valid{stage + 2}"), Signal.like(weight, name=f"upd_weight{stage + 2}")
             m.d.sync += [v.eq(valid), wq.eq(weight)]
