@@ -119,9 +119,9 @@ class _Pass:
         }))
         # The item in the execute stage, a clock behind `issued`: the perturbed weights of `issued` are
         # formed in its clock (E0) and registered into `w_pert`; `executing` multiplies, accumulates and
-        # runs the LIF update with them in the next (E1). The RAMs an item reads besides weights and
-        # factors (membranes, currents, counts) get their addresses a clock late, so their words arrive
-        # in E1 too (ForwardEngine._late).
+        # runs the LIF update with them in the next (E1). The membranes and currents an item reads get
+        # their addresses a clock late, so their words arrive in E1 too (ForwardEngine._late); the counts,
+        # a multiplier operand, are read with the weights and registered.
         self.executing = Signal.like(self.issued)
         self.w_pert = Signal(data.ArrayLayout(signed(cfg.w_bits), N))
         # the datapath's results
@@ -174,12 +174,16 @@ class ForwardEngine(wiring.Component):
         p = _Pass(self.cfg, self.N, self.S, self.chunks)
         lane_valid = [p.g_base + s < self.batch for s in range(self.S)]  # samples of the batch
         self._late = {}
-        for name in [f"u{h}_rd" for h in range(self.cfg.n_layers - 1)] + ["i_rd", "count_rd"]:
+        for name in [f"u{h}_rd" for h in range(self.cfg.n_layers - 1)] + ["i_rd"]:
             if hasattr(self, name):
                 port = getattr(self, name)
                 self._late[name] = early = Signal(len(port.addr), name=f"{name}_addr_early")
                 m.d.sync += port.addr.eq(early)
-        m.d.sync += [p.executing.eq(p.issued), p.w_pert.eq(pert.w_pert)]
+        # The counts, a multiplier operand, are read with the weights and registered instead, so that the
+        # readout's multiply-accumulate starts from a register, not a block RAM's output.
+        count_word = Signal.like(self.count_rd.data)
+        m.d.sync += [p.executing.eq(p.issued), p.w_pert.eq(pert.w_pert), count_word.eq(self.count_rd.data)]
+        self._count_word = count_word
         self._input_registers(m, p)
         self._perturbed_read(m, p, pert)
         self._mac_stage(m, p, pert)
@@ -254,7 +258,7 @@ class ForwardEngine(wiring.Component):
         for lane in range(self.P):
             s, n = divmod(lane, N)
             acc = p.acc[lane]
-            count = Array([self.count_rd.data[s * N + k] for k in range(N)])[op.lane]  # last-hidden op.col, sample s
+            count = Array([self._count_word[s * N + k] for k in range(N)])[op.lane]  # last-hidden op.col, sample s
             x = Array([p.xs[s][j] for j in range(cfg.layers[0])])[op.col]  # input col of sample s
             prod = w_pert[n] * Mux(op.out, Cat(count, C(0, 1)).as_signed(), x)
             m.d.comb += [p.cur_word[lane].eq(saturate(rshift_round(acc, cfg.x_frac) + w_pert[n], cfg.u_bits)),
@@ -310,7 +314,7 @@ class ForwardEngine(wiring.Component):
                         m.d.comb += [u_wr.addr.eq(op.chunk), u_wr.data.eq(lif.u_next), u_wr.en.eq(1)]
                         if h == H - 1:
                             m.d.comb += [self.count_wr.addr.eq(op.chunk), self.count_wr.en.eq(1)]
-                            m.d.comb += [self.count_wr.data[q].eq(Mux(op.first, 0, self.count_rd.data[q]) + lif.spike[q])
+                            m.d.comb += [self.count_wr.data[q].eq(Mux(op.first, 0, self._count_word[q]) + lif.spike[q])
                                          for q in range(self.P)]
                         else:
                             ev_wr = getattr(self, f"events{h}_wr")
@@ -418,7 +422,7 @@ class ForwardEngine(wiring.Component):
                 m.d.comb += [w_rd.addr.eq(n_prev * Ch + p.c), self._late[f"u{h}_rd"].eq(p.c), evr.addr.eq(0)]
                 self._fetch_factors(m, h, p.c, n_prev)
                 if h == H - 1:
-                    m.d.comb += self._late["count_rd"].eq(p.c)
+                    m.d.comb += self.count_rd.addr.eq(p.c)
                 m.d.sync += [op.ev.eq(0), op.evb.eq(1), op.layer.eq(h), op.hidden.eq(h), op.chunk.eq(p.c),
                              op.col.eq(n_prev), op.first.eq(p.t == 0), p.e.eq(0)]
                 with m.If(p.c == Ch - 1):
@@ -441,7 +445,7 @@ class ForwardEngine(wiring.Component):
     def _readout_phase(self, m, p):
         H, N, CR, n_last, op = self.cfg.n_layers - 1, self.N, self.chunks[-1], self.cfg.layers[-2], p.issued
         with m.State("OUT"):  # readout of output chunk c from the spike counts of the last hidden layer
-            m.d.comb += [getattr(self, f"w{H}_rd").addr.eq(p.wa), self._late["count_rd"].eq(p.jc)]
+            m.d.comb += [getattr(self, f"w{H}_rd").addr.eq(p.wa), self.count_rd.addr.eq(p.jc)]
             self._fetch_factors(m, H, p.c, p.j)
             m.d.sync += [op.mac.eq(1), op.last.eq(p.j == n_last), op.out.eq(1), op.layer.eq(H),
                          op.chunk.eq(p.c), op.col.eq(p.j), op.lane.eq(p.jn)]
