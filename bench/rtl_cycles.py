@@ -28,6 +28,7 @@ import numpy as np
 
 CLOCK_HZ = 50e6
 ROWS = {  # name: (task, neuron lanes, sample lanes)
+    "mexican-hat 1x64": ("mexican-hat", 1, 64),  # the ULX3S-85F's lanes: the batch of 64 in one group
     "mexican-hat 1x8": ("mexican-hat", 1, 8),
     "mexican-hat 2x4": ("mexican-hat", 2, 4),
     "mexican-hat 8x1": ("mexican-hat", 8, 1),
