@@ -2,6 +2,8 @@
 
 The sequencer starts a pass (`run.start`) with the perturbation's sign and layer; `run.done` marks the
 pass's last clock, when `run.loss` holds its loss. Per group of S samples (docs/rtl.md has the clocks):
+  LOAD  the group's inputs and targets into the lanes' registers, one sample per clock (skipped while
+        the lanes still hold them).
   IN    input currents, once per sample: for each chunk c, for j in inputs + bias:
         acc += w'(j, c) * x[s, j]; then I = sat_u(rsr(acc, x_frac) + b') -> current RAM
         (P multipliers; (n0 + 1) words per chunk).
@@ -17,13 +19,15 @@ pass's last clock, when `run.loss` holds its loss. Per group of S samples (docs/
   The last hidden layer also counts its spikes per neuron and sample (count RAM).
   OUT   readout from the counts: for each output chunk, for j in last hidden + bias:
         acc += w'(j, c) * count[s, j] (the same P multipliers); y = sat_y(rsr(acc, log2 T) + b').
-  LOSS  y -> output RAM; (y - target)^2 into the loss accumulator, one pair per clock.
+  LOSS  (y - target)^2 of R = S/8 samples per clock into the loss accumulator; INFER then stores y
+        (STORE, one sample per clock).
 Membranes and counts need no clearing: at t = 0 the update reads 0 instead of the RAM.
 
-Two pipeline stages. The FSM issues one item per clock (RAM addresses, and the item's description
-into `issued`); in the next clock, when the RAMs return its words, the datapath executes it: the
-perturbed read w' = sat_w(w + sign * sigma * a_i * b_j) (nothing perturbed is stored), the P
-multiply-accumulate lanes, the LIF update and the loss.
+Three stages. The FSM issues one item per clock (RAM addresses, and the item's description into
+`issued`). E0, the next clock, when the RAMs return its weight and factor words: the perturbed read
+w' = sat_w(w + sign * sigma * a_i * b_j) (nothing perturbed is stored), registered. E1: the P
+multiply-accumulate lanes, the LIF update or the count lookup's input, with the membrane, current and
+count words, which arrive then too. A phase that reads what the last wrote waits for its last item.
 """
 from __future__ import annotations
 
