@@ -1,15 +1,12 @@
 """sim.cycles, the exact cycle model, against the gateware: Amaranth's simulator over shapes, lanes and
 step options here; the shipped board configurations on Verilator in test_rtl_board_defaults.py."""
 import pytest
-from amaranth.sim import Simulator
 
-from rfsnn.rtl.learner import Learner
 from rfsnn.sim.contract.commands import Op
 from rfsnn.sim.contract.config import ConfigError, DeviceConfig, StepParams
 from rfsnn.sim.cycles import infer_cycles, train_step_cycles
-from rfsnn.sim.session import LearnerSession
 
-from learnersim import amaranth_transact, random_problem
+from learnersim import random_problem, run_learner
 
 STEPS = [  # (K, difference, noise, scope, stochastic rounding, gain_shift)
     (1, "central", "rademacher", "global", True, 26),
@@ -24,11 +21,9 @@ STEPS = [  # (K, difference, noise, scope, stochastic rounding, gain_shift)
 def measured(cfg, N, S, batch, steps):
     """CYCLES_LAST of INFER (lanes empty), INFER again (lanes loaded where one group), then each step."""
     params, x, t = random_problem(cfg, batch, seed=1)
-    dut = Learner(cfg, N, S)
     out = []
 
-    async def bench(ctx):
-        s = LearnerSession(amaranth_transact(ctx, dut), cfg)
+    async def script(s):
         await s.write_params(params)
         await s.load_batch(x, t)
         for run in [s.infer, s.infer] + [lambda sp=sp: s.train_step(sp) for sp in steps]:
@@ -36,10 +31,7 @@ def measured(cfg, N, S, batch, steps):
             await run()
             out.append((await s.counters())["cycles_last"])
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    run_learner(cfg, params, x, t, [], N, S, script=script)
     return out
 
 

@@ -6,6 +6,25 @@ from rfsnn.sim.contract.config import DeviceConfig, StepParams
 from rfsnn.sim.golden import GoldenModel
 
 
+async def draw_step(ctx, dut, cfg, sp, after_each=lambda k: None):
+    """Seed the stream as a TRAIN_STEP does, then draw each direction of sp in turn (after_each(k) when
+    direction k is drawn)."""
+    ctx.set(dut.seed, sp.seed)
+    ctx.set(dut.load, 1)
+    await ctx.tick()
+    ctx.set(dut.load, 0)
+    ctx.set(dut.gauss4, sp.noise == "gauss4")
+    ctx.set(dut.layerwise, sp.scope == "layerwise")
+    for k in range(sp.directions):
+        ctx.set(dut.layer, (sp.layer_start + k) % cfg.n_layers)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        while ctx.get(dut.busy):
+            await ctx.tick()
+        after_each(k)
+
+
 @pytest.mark.parametrize("noise,scope", [("rademacher", "global"), ("gauss4", "global"),
                                          ("rademacher", "layerwise"), ("gauss4", "layerwise")])
 def test_factors_equal_golden_directions(noise, scope, simulate):
@@ -17,23 +36,11 @@ def test_factors_equal_golden_directions(noise, scope, simulate):
 
     async def bench(ctx):
         for _replay in range(2):  # the update pass replays the same seed: same factors
-            ctx.set(dut.seed, sp.seed)
-            ctx.set(dut.load, 1)
-            await ctx.tick()
-            ctx.set(dut.load, 0)
-            ctx.set(dut.gauss4, noise == "gauss4")
-            ctx.set(dut.layerwise, scope == "layerwise")
             got_pass = []
-            for k in range(sp.directions):
-                ctx.set(dut.layer, (sp.layer_start + k) % cfg.n_layers)
-                ctx.set(dut.start, 1)
-                await ctx.tick()
-                ctx.set(dut.start, 0)
-                while ctx.get(dut.busy):
-                    await ctx.tick()
-                got_pass.append({l: ([ctx.get(getattr(dut, f"a{l}")[n]) for n in range(o)],
-                                     [ctx.get(getattr(dut, f"b{l}")[n]) for n in range(i + 1)])
-                                 for l, (o, i) in enumerate(cfg.layer_shapes)})
+            await draw_step(ctx, dut, cfg, sp, lambda k: got_pass.append(
+                {l: ([ctx.get(getattr(dut, f"a{l}")[n]) for n in range(o)],
+                     [ctx.get(getattr(dut, f"b{l}")[n]) for n in range(i + 1)])
+                 for l, (o, i) in enumerate(cfg.layer_shapes)}))
             seen.append(got_pass)
 
     simulate(dut, bench)
@@ -56,19 +63,7 @@ def test_rest_offers_the_rounding_bits_a_group_per_transfer(noise, scope, step_f
     groups = []
 
     async def bench(ctx):
-        ctx.set(dut.seed, sp.seed)
-        ctx.set(dut.load, 1)
-        await ctx.tick()
-        ctx.set(dut.load, 0)
-        ctx.set(dut.gauss4, noise == "gauss4")
-        ctx.set(dut.layerwise, scope == "layerwise")
-        for k in range(sp.directions):
-            ctx.set(dut.layer, (sp.layer_start + k) % cfg.n_layers)
-            ctx.set(dut.start, 1)
-            await ctx.tick()
-            ctx.set(dut.start, 0)
-            while ctx.get(dut.busy):
-                await ctx.tick()
+        await draw_step(ctx, dut, cfg, sp)
         for n in range(12):
             take = n % 3 != 2  # every third clock a stall
             ctx.set(dut.rest.ready, int(take))

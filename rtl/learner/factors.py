@@ -34,6 +34,11 @@ class DirectionFactors(wiring.Component):
         return sum(o + i + 1 for o, i in cfg.layer_shapes)
 
     @staticmethod
+    def pass_buffer_half(cfg: DeviceConfig, k):
+        """First address of direction k's half of the pass buffer (memories.py: two halves by k's parity)."""
+        return Mux(k[0], DirectionFactors.factors_per_direction(cfg), 0)
+
+    @staticmethod
     def slot_starts(cfg: DeviceConfig) -> list[int]:
         """Flat index of a_l[0] for each layer l; b_l[j] is at start + n_out + j."""
         starts, pos = [], 0

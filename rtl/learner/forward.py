@@ -128,6 +128,8 @@ class _Pass:
         # a multiplier operand, are read with the weights and registered.
         self.executing = Signal.like(self.issued)
         self.w_pert = Signal(data.ArrayLayout(signed(cfg.w_bits), N))
+        # the count word, a multiplier operand, read with the weights and registered (at E1 as w_pert)
+        self.count_word = Signal(data.ArrayLayout(unsigned(cfg.t_shift + 1), P))
         # the datapath's results
         cbits = cfg.t_shift + 1
         acc_bits = 1 + max(cfg.x_bits + cfg.w_bits + math.ceil(math.log2(widths[0] + 1)),
@@ -183,11 +185,9 @@ class ForwardEngine(wiring.Component):
                 port = getattr(self, name)
                 self._late[name] = early = Signal(len(port.addr), name=f"{name}_addr_early")
                 m.d.sync += port.addr.eq(early)
-        # The counts, a multiplier operand, are read with the weights and registered instead, so that the
-        # readout's multiply-accumulate starts from a register, not a block RAM's output.
-        count_word = Signal.like(self.count_rd.data)
-        m.d.sync += [p.executing.eq(p.issued), p.w_pert.eq(pert.w_pert), count_word.eq(self.count_rd.data)]
-        self._count_word = count_word
+        # The counts are read with the weights and registered, so that the readout's multiply-accumulate
+        # starts from a register, not a block RAM's output.
+        m.d.sync += [p.executing.eq(p.issued), p.w_pert.eq(pert.w_pert), p.count_word.eq(self.count_rd.data)]
         self._input_registers(m, p)
         self._perturbed_read(m, p, pert)
         self._mac_stage(m, p, pert)
@@ -248,7 +248,7 @@ class ForwardEngine(wiring.Component):
         direction k, issued with the weight's."""
         if self.cached:
             start, o = DirectionFactors.slot_starts(self.cfg)[l], self.cfg.layer_shapes[l][0]
-            half = Mux(self.run.k[0], DirectionFactors.factors_per_direction(self.cfg), 0)  # direction k's half
+            half = DirectionFactors.pass_buffer_half(self.cfg, self.run.k)
             m.d.comb += [self.pass_factors_a_rd.addr.eq(half + start + chunk),
                          self.pass_factors_b_rd.addr.eq(half + (start + o) + col)]
 
@@ -262,7 +262,7 @@ class ForwardEngine(wiring.Component):
         for lane in range(self.P):
             s, n = divmod(lane, N)
             acc = p.acc[lane]
-            count = Array([self._count_word[s * N + k] for k in range(N)])[op.lane]  # last-hidden op.col, sample s
+            count = Array([p.count_word[s * N + k] for k in range(N)])[op.lane]  # last-hidden op.col, sample s
             x = Array([p.xs[s][j] for j in range(cfg.layers[0])])[op.col]  # input col of sample s
             prod = w_pert[n] * Mux(op.out, Cat(count, C(0, 1)).as_signed(), x)
             m.d.comb += [p.cur_word[lane].eq(saturate(rshift_round(acc, cfg.x_frac) + w_pert[n], cfg.u_bits)),
@@ -318,7 +318,7 @@ class ForwardEngine(wiring.Component):
                         m.d.comb += [u_wr.addr.eq(op.chunk), u_wr.data.eq(lif.u_next), u_wr.en.eq(1)]
                         if h == H - 1:
                             m.d.comb += [self.count_wr.addr.eq(op.chunk), self.count_wr.en.eq(1)]
-                            m.d.comb += [self.count_wr.data[q].eq(Mux(op.first, 0, self._count_word[q]) + lif.spike[q])
+                            m.d.comb += [self.count_wr.data[q].eq(Mux(op.first, 0, p.count_word[q]) + lif.spike[q])
                                          for q in range(self.P)]
                         else:
                             ev_wr = getattr(self, f"events{h}_wr")

@@ -1,13 +1,15 @@
 """The step sequencer: INFER and TRAIN_STEP as sequences of forward passes, steps and the update pass.
 
-INFER is one unperturbed pass; its loss is the result. A training step: for each direction k, draw its
-factors from the LFSR (DirectionFactors) into lane k of the factor cache (one word per flat factor
-index, holding that factor of every direction: the contract's "optional factor cache"), run the + and
-- (or + only, after one unperturbed base pass) passes, and turn the loss difference into the scalar
-step (StepUnit), kept in a register (and in the step RAM, for READ_STEP). Then the update pass walks
-the weights in canonical order, one weight per clock, pipelined:
+INFER is one unperturbed pass; its loss is the result. A training step: the directions' factors are
+drawn from the LFSR (DirectionFactors) in order, ahead of the passes (_draws), into lane k of the factor
+cache (one word per flat factor index, holding that factor of every direction: the contract's "optional
+factor cache") and, with one neuron lane, into direction k's half of the pass buffer the forward engine
+reads. For each direction k: the + and - (or + only, after one unperturbed base pass) passes, and the
+scalar step from the loss difference (StepUnit), kept in a register (and in the step RAM, for
+READ_STEP). Then the update pass walks the weights in canonical order, one weight per clock, pipelined:
   issue   the walker's pointer is the weight's RAM address; the cache words of its a_l[row] and b_l[col]
           are read in the same clock (the two read ports);
+  hold    the words (and the weight) arrive and are registered;
   sum     UpdateDelta: delta = sum_k step_k a_k b_k over the directions that count for the weight's
           layer (k < K; layer-wise scope: (layer_start + k) mod L == l), all of them at once from the
           words, in UpdateDelta.latency clocks (1, or 2 for a deep adder tree);
@@ -16,7 +18,7 @@ the weights in canonical order, one weight per clock, pipelined:
           with r the weight's step_frac rounding bits: the stream right after the last direction,
           one group per weight in canonical order (DirectionFactors offers a group per clock).
 The next weights are issued while one is summed and written, so the pass takes n_params + D clocks,
-D = update_write_delay(cfg) (2, or 3 with more than 8 directions), whatever K and step_frac; one
+D = update_write_delay(cfg) (3, or 4 with more than 8 directions), whatever K and step_frac; one
 direction per clock, it took n_params x (max(K, step_frac) + 2). The result is the number of losses
 stored (READ_LOSS).
 
@@ -46,7 +48,7 @@ class StepSequencer(wiring.Component):
 
     def __init__(self, cfg: DeviceConfig, neuron_lanes: int, memory_map: MemoryMap):
         self.cfg = cfg
-        # One neuron lane: the passes read this direction's factors from the factor cache, not registers.
+        # One neuron lane: the passes read their direction's factors from the pass buffer, not registers.
         self.cached = neuron_lanes == 1
         KMAX = cfg.max_directions
         super().__init__({
@@ -72,13 +74,13 @@ class StepSequencer(wiring.Component):
         m.submodules.delta = delta = UpdateDelta(cfg)
         m.submodules.upd = upd = UpdateLanes(cfg, 1)
         pass_no = Signal(range(2 * cfg.max_directions + 2))  # the next loss's address in the loss RAM
-        k = run.k  # direction (held during its passes: the forward engine reads its lane of the cache)
+        k = run.k  # direction (held during its passes: the forward engine reads its half of the pass buffer)
         diff = Signal(signed(cfg.loss_bits + 1))  # direction k's loss difference, into StepUnit
         steps = Array([Signal(signed(cfg.step_bits), name=f"step{d}") for d in range(cfg.max_directions)])
         issue = Signal()  # the update pass issues the weight at the walker's pointer
         last_write = Signal()  # the update pass writes its last weight back
 
-        dk = self._draws(m, fac, k)  # the direction being drawn (or the next to draw)
+        dk, stepping = self._draws(m, fac, k)  # the direction being drawn (or the next to draw)
         m.d.comb += [fac.seed.eq(self.seed), fac.gauss4.eq(self.mode.gauss4), fac.layerwise.eq(self.mode.layerwise)]
         if not self.cached:
             m.d.comb += [getattr(self.factors, name).eq(getattr(fac, name)) for name in self.factors.signature.members]
@@ -86,14 +88,13 @@ class StepSequencer(wiring.Component):
             m.d.comb += [self.factors_wr.addr.eq(fac.drawn_index), self.factors_wr.en.eq(C(1, cfg.max_directions) << dk)]
             m.d.comb += [self.factors_wr.data[d].eq(fac.drawn_value) for d in range(cfg.max_directions)]
             if self.cached:  # and the pass buffer's half for direction dk
-                FPD = DirectionFactors.factors_per_direction(cfg)
-                m.d.comb += [self.pass_factors_wr.addr.eq(Mux(dk[0], FPD, 0) + fac.drawn_index),
+                m.d.comb += [self.pass_factors_wr.addr.eq(DirectionFactors.pass_buffer_half(cfg, dk) + fac.drawn_index),
                              self.pass_factors_wr.data.eq(fac.drawn_value), self.pass_factors_wr.en.eq(1)]
         m.d.comb += [stepu.loss_diff.eq(diff), stepu.gain_mant.eq(self.gain_mant), stepu.gain_shift.eq(self.gain_shift),
                      stepu.clip.eq(self.clip)]
         with m.FSM() as fsm:
-            self._commands_and_passes(m, fac, pass_no, k, diff, dk)
-            self._directions(m, fac, stepu, k, steps, dk)
+            self._commands_and_passes(m, fac, pass_no, k, diff, stepping)
+            self._directions(m, fac, stepu, k, steps, dk, stepping)
             self._update_pass(m, pass_no, issue, last_write)
         self._update_pipeline(m, fac, delta, upd, steps, issue, last_write)
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
@@ -105,7 +106,7 @@ class StepSequencer(wiring.Component):
         for each), with the factor registers only once direction k's passes are done. The noise stream is
         the contract's either way: the draws follow each other, and the rounding bits come after the last."""
         cfg, L = self.cfg, self.cfg.n_layers
-        self.stepping = stepping = Signal()  # a TRAIN_STEP is under way
+        stepping = Signal()  # a TRAIN_STEP is under way (set and cleared by the FSM)
         dk = Signal(range(cfg.max_directions + 1))  # directions drawn so far = the one being drawn
         layer = Signal(range(L))  # the layer direction dk perturbs (layer-wise scope)
         drawing, was_busy = Signal(), Signal()
@@ -119,14 +120,14 @@ class StepSequencer(wiring.Component):
             m.d.sync += drawing.eq(1)
         with m.Elif(drawing & was_busy & ~fac.busy):  # the draw ended last clock
             m.d.sync += [drawing.eq(0), dk.eq(dk + 1), layer.eq(Mux(layer == L - 1, 0, layer + 1))]
-        return dk
+        return dk, stepping
 
     def _start_pass(self, m, sign):
         m.d.sync += self.run.sign.eq(sign)
         m.d.comb += self.run.start.eq(1)
         m.next = "PASS"
 
-    def _commands_and_passes(self, m, fac, pass_no, k, diff, dk):
+    def _commands_and_passes(self, m, fac, pass_no, k, diff, stepping):
         """INFER or TRAIN_STEP starts; each pass's loss goes to the loss RAM and decides what follows."""
         run, mode = self.run, self.mode
         plus_loss, base_loss = Signal(self.cfg.loss_bits), Signal(self.cfg.loss_bits)
@@ -137,7 +138,7 @@ class StepSequencer(wiring.Component):
             with m.If(self.train):
                 m.d.comb += fac.load.eq(1)  # the step's noise stream starts here
                 m.d.sync += [run.store_outputs.eq(0), pass_no.eq(0), k.eq(0), run.layer.eq(self.layer_start),
-                             self.stepping.eq(1)]
+                             stepping.eq(1)]
                 with m.If(mode.forward):  # one unperturbed base pass first (while direction 0 is drawn)
                     self._start_pass(m, 0)
                 with m.Else():
@@ -163,7 +164,7 @@ class StepSequencer(wiring.Component):
                     m.d.sync += diff.eq(plus_loss - run.loss)
                     m.next = "STEP_K"
 
-    def _directions(self, m, fac, stepu, k, steps, dk):
+    def _directions(self, m, fac, stepu, k, steps, dk, stepping):
         """Direction k: its passes once its factors are drawn (DRAWN), its step stored; after the last
         direction, the update pass."""
         run, L = self.run, self.cfg.n_layers
@@ -181,7 +182,7 @@ class StepSequencer(wiring.Component):
             m.d.sync += [steps[k].eq(stepu.step), run.layer.eq(Mux(run.layer == L - 1, 0, run.layer + 1))]
             with m.If(k == self.directions - 1):
                 m.d.comb += self.params.rewind.eq(1)
-                m.d.sync += self.stepping.eq(0)
+                m.d.sync += stepping.eq(0)
                 m.next = "UPD"
             with m.Else():
                 m.d.sync += k.eq(k + 1)
