@@ -24,6 +24,7 @@ class DeviceEndpoint:
         self.steps_done = 0  # modulo 2**16, as STEP_COUNT reports it
         self.stepped = False  # a step has run since reset: steps_done 0 may then be a wrap, not the start
         self.last_losses = 0
+        self.last_run: tuple[int, int, int] | None = None  # (first step, count, loss sum) of the last TRAIN_STEPS
         self.frames = {"ok": 0, "refused": 0}
 
     def receive(self, data: bytes) -> bytes:
@@ -65,7 +66,7 @@ class DeviceEndpoint:
         if op is not None:  # a request that is one learner command
             if c == Code.SET:
                 status, d = self._cmd(op, req.args[0], req.args[1])
-            elif c == Code.SAMPLE_SEEK:
+            elif c in (Code.SAMPLE_SEEK, Code.DATA_SEEK):
                 status, d = self._cmd(op, 0, req.args[0])
             else:
                 status, d = self._cmd(op, req.args[0] if req.args else 0)
@@ -87,8 +88,8 @@ class DeviceEndpoint:
             for _ in range(skip):  # the pointer only walks forward (no division in the gateware)
                 self._cmd(Op.PARAM_READ)
             return ok, b""
-        if c in (Code.PARAM_WRITE, Code.SAMPLE_WRITE):
-            op = Op.PARAM_WRITE if c == Code.PARAM_WRITE else Op.SAMPLE_WRITE
+        if c in (Code.PARAM_WRITE, Code.SAMPLE_WRITE, Code.DATA_WRITE):
+            op = {Code.PARAM_WRITE: Op.PARAM_WRITE, Code.SAMPLE_WRITE: Op.SAMPLE_WRITE, Code.DATA_WRITE: Op.DATA_WRITE}[c]
             if self.bulk is not None:
                 status, _ = self.bulk.write_many(op, req.values)
                 return LinkStatus(status), b""
@@ -118,10 +119,25 @@ class DeviceEndpoint:
                 if status != Status.OK:
                     return LinkStatus(status), b""
                 self.steps_done = (self.steps_done + 1) & 0xFFFF
-                self.stepped, self.last_losses = True, n
+                self.stepped, self.last_losses, self.last_run = True, n, None
                 return ok, bytes([n, 0])
             if self.stepped and step == (self.steps_done - 1) & 0xFFFF:
                 return ok, bytes([self.last_losses, 1])  # already run: a resent frame
+            return LinkStatus.RANGE, b""
+        if c == Code.TRAIN_STEPS:
+            # A run of `count` steps starting at step number `step`; resent after it ran (the device has
+            # done step + count steps, and the run was the last thing that trained), it only replies.
+            step, count = req.args
+            if step == self.steps_done:
+                status, total = self._cmd(Op.TRAIN_STEPS, 0, count)
+                if status != Status.OK:
+                    return LinkStatus(status), b""
+                self.steps_done = (self.steps_done + count) & 0xFFFF
+                self.stepped, self.last_run = True, (step, count, total)
+                return ok, total.to_bytes(8, "little") + b"\x00"
+            if self.last_run is not None and self.last_run[:2] == (step, count) \
+                    and (step + count) & 0xFFFF == self.steps_done:
+                return ok, self.last_run[2].to_bytes(8, "little") + b"\x01"
             return LinkStatus.RANGE, b""
         if c == Code.STEP_COUNT:
             return ok, self.steps_done.to_bytes(2, "little")

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .contract import streams
 from .contract.commands import Mode, Op, Reg, Status, info_words
-from .contract.config import DeviceConfig, StepParams, register_limits
+from .contract.config import MAX_RUN_STEPS, DeviceConfig, StepParams, register_limits
 from .contract.fixed import MASK64, fits_signed, signed64
-from .golden import GoldenModel
+from .golden import GoldenModel, base_loss
 
 
 class GoldenDevice:
@@ -26,14 +27,18 @@ class GoldenDevice:
         self.x = np.zeros((cfg.max_batch, n0), np.int64)
         self.t = np.zeros((cfg.max_batch, nL), np.int64)
         self.y = np.zeros((cfg.max_batch, nL), np.int64)
+        self.set_x = np.zeros((cfg.max_samples, n0), np.int64)  # the training set (TRAIN_STEPS)
+        self.set_t = np.zeros((cfg.max_samples, nL), np.int64)
         self.losses = [0] * (2 * cfg.max_directions + 1)
         self.steps = [0] * cfg.max_directions
         self.regs = {Reg.BATCH: 1, Reg.SEED: 0, Reg.DIRECTIONS: 1, Reg.SIGMA: 64, Reg.GAIN_MANT: 0,
-                     Reg.GAIN_SHIFT: 1, Reg.CLIP: 0, Reg.MODE: 0, Reg.LAYER_START: 0}
+                     Reg.GAIN_SHIFT: 1, Reg.CLIP: 0, Reg.MODE: 0, Reg.LAYER_START: 0, Reg.SAMPLES: 1,
+                     Reg.DATA_SEED: 0}
         self.limits = {Reg[name.upper()]: limits for name, limits in register_limits(cfg).items()}
         self.counters = {"synaptic_ops": 0, "spikes": [0] * (len(cfg.layers) - 2)}
         self.param_pos = 0  # canonical index of the parameter pointer
         self.sample, self.field, self.out_field = 0, 0, 0
+        self.set_sample, self.set_field = 0, 0  # the training set's write pointer
 
     # ---- the parameter pointer walks the flattened canonical order ----------------------------------
     def _param_slot(self, pos: int) -> tuple[int, int]:
@@ -90,19 +95,31 @@ class GoldenDevice:
                 return refuse
             self.sample, self.field, self.out_field = data, 0, 0
             return ok()
-        if op == Op.SAMPLE_WRITE:
+        if op in (Op.SAMPLE_WRITE, Op.DATA_WRITE):
             n0, nL = cfg.layers[0], cfg.layers[-1]
-            is_x = self.field < n0
-            if self.sample >= cfg.max_batch or not fits_signed(data, cfg.x_bits if is_x else cfg.y_bits):
+            into_set = op == Op.DATA_WRITE
+            sample, fld = (self.set_sample, self.set_field) if into_set else (self.sample, self.field)
+            depth = cfg.max_samples if into_set else cfg.max_batch
+            is_x = fld < n0
+            if sample >= depth or not fits_signed(data, cfg.x_bits if is_x else cfg.y_bits):
                 return refuse
-            v = signed64(data)
+            xs, ts = (self.set_x, self.set_t) if into_set else (self.x, self.t)
             if is_x:
-                self.x[self.sample, self.field] = v
+                xs[sample, fld] = signed64(data)
             else:
-                self.t[self.sample, self.field - n0] = v
-            self.field += 1
-            if self.field == n0 + nL:
-                self.field, self.sample = 0, self.sample + 1
+                ts[sample, fld - n0] = signed64(data)
+            fld += 1
+            if fld == n0 + nL:
+                fld, sample = 0, sample + 1
+            if into_set:
+                self.set_sample, self.set_field = sample, fld
+            else:
+                self.sample, self.field = sample, fld
+            return ok()
+        if op == Op.DATA_SEEK:
+            if data >= cfg.max_samples:
+                return refuse
+            self.set_sample, self.set_field = data, 0
             return ok()
         if op == Op.OUTPUT_READ:
             if self.sample >= cfg.max_batch:
@@ -121,14 +138,19 @@ class GoldenDevice:
             self.losses[0] = loss
             return ok(loss)
         if op == Op.TRAIN_STEP:
-            b = self.regs[Reg.BATCH]
-            before = self.model.counters.spikes[:], self.model.counters.synaptic_ops
-            self.params, res = self.model.train_step(self.params, self.x[:b], self.t[:b], self.step_params())
-            self._count(before)
-            self.losses[:len(res.losses)] = res.losses
-            self.steps[:len(res.steps)] = res.steps
-            self.param_pos = cfg.n_params  # the update pass leaves the pointer past the end, as the RTL does
-            return ok(len(res.losses))
+            return ok(self._train_step())
+        if op == Op.TRAIN_STEPS:
+            if not 1 <= data <= MAX_RUN_STEPS or cfg.max_samples == 0:
+                return refuse
+            r, b, total = self.regs, self.regs[Reg.BATCH], 0
+            for _ in range(data):
+                draw = streams.draw_step(r[Reg.DATA_SEED], r[Reg.SAMPLES], b, cfg)
+                r[Reg.SEED], r[Reg.DATA_SEED] = draw.seed, draw.next_state
+                self.x[:b], self.t[:b] = self.set_x[draw.indices], self.set_t[draw.indices]
+                n = self._train_step()
+                total += base_loss(self.losses[:n])
+                r[Reg.LAYER_START] = streams.layer_start_after(r[Reg.LAYER_START], 1, r[Reg.DIRECTIONS], cfg.n_layers)
+            return ok(total)
         if op == Op.READ_LOSS:
             return ok(self.losses[index]) if index < len(self.losses) else refuse
         if op == Op.READ_STEP:
@@ -141,31 +163,49 @@ class GoldenDevice:
             return ok()
         return Status.UNKNOWN, 0
 
+    def _train_step(self) -> int:
+        """One training step on the loaded batch; returns the number of losses."""
+        b = self.regs[Reg.BATCH]
+        before = self.model.counters.spikes[:], self.model.counters.synaptic_ops
+        self.params, res = self.model.train_step(self.params, self.x[:b], self.t[:b], self.step_params())
+        self._count(before)
+        self.losses[:len(res.losses)] = res.losses
+        self.steps[:len(res.steps)] = res.steps
+        self.param_pos = self.cfg.n_params  # the update pass leaves the pointer past the end, as the RTL does
+        return len(res.losses)
+
     # ---- bulk forms of the pointer commands: the same effects as repeated execute() calls, for speed ----
     def write_many(self, op: int, values) -> tuple[int, int]:
-        """PARAM_WRITE or SAMPLE_WRITE of each value in turn; stops at the first refusal.
+        """PARAM_WRITE, SAMPLE_WRITE or DATA_WRITE of each value in turn; stops at the first refusal.
         Returns (status, number written)."""
         cfg = self.cfg
         vals = np.asarray(values, np.int64)
         k = np.arange(len(vals))
-        if op == Op.SAMPLE_WRITE:
+        into_set = op == Op.DATA_WRITE
+        if op in (Op.SAMPLE_WRITE, Op.DATA_WRITE):
             n0, per = cfg.layers[0], cfg.layers[0] + cfg.layers[-1]
-            flat = self.sample * per + self.field + k
+            start = (self.set_sample * per + self.set_field) if into_set else (self.sample * per + self.field)
+            flat = start + k
             sample, fld = flat // per, flat % per
             bits = np.where(fld < n0, cfg.x_bits, cfg.y_bits)
-            ok = (sample < cfg.max_batch) & (vals >= -(1 << (bits - 1))) & (vals < (1 << (bits - 1)))
+            depth = cfg.max_samples if into_set else cfg.max_batch
+            ok = (sample < depth) & (vals >= -(1 << (bits - 1))) & (vals < (1 << (bits - 1)))
         elif op == Op.PARAM_WRITE:
             flat = self.param_pos + k
             ok = (flat < cfg.n_params) & (vals >= cfg.w_range[0]) & (vals <= cfg.w_range[1])
         else:
-            raise ValueError(f"write_many takes SAMPLE_WRITE or PARAM_WRITE, not {op}")
+            raise ValueError(f"write_many takes SAMPLE_WRITE, DATA_WRITE or PARAM_WRITE, not {op}")
         n = len(vals) if ok.all() else int(np.argmin(ok))
-        if op == Op.SAMPLE_WRITE:
+        if op in (Op.SAMPLE_WRITE, Op.DATA_WRITE):
             m = slice(0, n)
             is_x = fld[m] < n0
-            self.x[sample[m][is_x], fld[m][is_x]] = vals[m][is_x]
-            self.t[sample[m][~is_x], fld[m][~is_x] - n0] = vals[m][~is_x]
-            self.sample, self.field = divmod(int(self.sample * per + self.field + n), per)
+            xs, ts = (self.set_x, self.set_t) if into_set else (self.x, self.t)
+            xs[sample[m][is_x], fld[m][is_x]] = vals[m][is_x]
+            ts[sample[m][~is_x], fld[m][~is_x] - n0] = vals[m][~is_x]
+            if into_set:
+                self.set_sample, self.set_field = divmod(int(start + n), per)
+            else:
+                self.sample, self.field = divmod(int(start + n), per)
         else:
             whole = np.concatenate([q.reshape(-1) for q in self.params])
             whole[self.param_pos:self.param_pos + n] = vals[:n]

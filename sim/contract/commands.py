@@ -9,7 +9,8 @@ gateware would have to divide:
 - parameters in the canonical weight order of docs/fixed-point.md (layer, row, column, bias last):
   PARAM_REWIND, then PARAM_WRITE / PARAM_READ once per parameter;
 - samples: SAMPLE_SEEK(b), then SAMPLE_WRITE per field (the n0 inputs, then the nL targets) of
-  sample b, b+1, ...; OUTPUT_READ returns y[b, o] in the same order (o fastest).
+  sample b, b+1, ...; OUTPUT_READ returns y[b, o] in the same order (o fastest);
+- the training set: DATA_SEEK(s), then DATA_WRITE per field, the same way.
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ class Op(IntEnum):
     READ_STEP = 12  # index: direction -> its clipped scalar step
     READ_COUNTER = 13  # index: Counter
     CLEAR_COUNTERS = 14
+    DATA_SEEK = 15  # data: sample index s of the training set (< max_samples)
+    DATA_WRITE = 16  # data: the next field of the set pointer (inputs, then targets), as SAMPLE_WRITE
+    TRAIN_STEPS = 17  # data: N in 1..MAX_RUN_STEPS steps, batches drawn from the set -> sum of base losses
 
 
 class Reg(IntEnum):
@@ -51,6 +55,8 @@ class Reg(IntEnum):
     CLIP = 6
     MODE = 7  # Mode bits
     LAYER_START = 8
+    SAMPLES = 9  # n: samples of the training set that TRAIN_STEPS draws from (1..max_samples)
+    DATA_SEED = 10  # the batch stream's LFSR state (docs/fixed-point.md section 7)
 
 
 class Mode(IntEnum):
@@ -81,7 +87,7 @@ class Status(IntEnum):
 INFO_FIELDS = ("version", "neuron_lanes", "sample_lanes", "t_steps", "leak_shift", "threshold_q",
                "x_bits", "x_frac", "w_bits", "w_frac", "u_bits", "y_bits", "loss_bits", "step_frac",
                "step_bits", "gain_bits", "lfsr_width", "lfsr_taps", "max_directions", "max_batch",
-               "n_layers")  # then layers[0..n_layers]
+               "max_samples", "n_layers")  # then layers[0..n_layers]
 
 
 def mode_bits(noise: str, difference: str, scope: str, stochastic_rounding: bool) -> int:

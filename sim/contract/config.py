@@ -19,6 +19,11 @@ MAXIMAL_TAPS = {
     24: 0xE10000,
     32: 0x80200003,
 }
+# A training run on the device's own set (TRAIN_STEPS) takes 1..MAX_RUN_STEPS steps; the set holds at most
+# MAX_SAMPLES_LIMIT samples (DATA_SEEK's u16 index). Batch indices take DRAW_BITS bits of a stream word.
+MAX_RUN_STEPS = 256
+MAX_SAMPLES_LIMIT = 1 << 15
+DRAW_BITS = 24
 # A seed of zero would freeze an LFSR; it is replaced by this constant (masked to the width).
 ZERO_SEED_SUBSTITUTE = 0xACE1_2468
 
@@ -66,6 +71,9 @@ class DeviceConfig:
 
     max_directions: int = 32  # K limit: the device keeps K step values (and may cache K rank-one factors)
     max_batch: int = 256  # sample memory depth
+    # The training set the device holds (docs/fixed-point.md section 7): TRAIN_STEPS draws each step's
+    # batch from it. 0: no set memory; the host streams every batch (DATA_* and TRAIN_STEPS refused).
+    max_samples: int = 4096
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(int(n) for n in self.layers))
@@ -110,6 +118,11 @@ class DeviceConfig:
         return (1 << self.loss_bits) - 1
 
     @property
+    def sample_bits(self) -> int:
+        """Bits of one stored sample: its n0 inputs and nL targets."""
+        return self.layers[0] * self.x_bits + self.layers[-1] * self.y_bits
+
+    @property
     def layer_shapes(self) -> list[tuple[int, int]]:
         """(n_out, n_in) of each weight layer."""
         return [(self.layers[i + 1], self.layers[i]) for i in range(self.n_layers)]
@@ -134,6 +147,9 @@ class DeviceConfig:
             raise ConfigError("u_bits must be >= w_bits and >= y_bits")
         if self.lfsr_taps >> self.lfsr_width or not self.lfsr_taps >> (self.lfsr_width - 1):
             raise ConfigError(f"lfsr_taps {self.lfsr_taps:#x} must have bit {self.lfsr_width - 1} set and nothing above")
+        if not 0 <= self.max_samples <= MAX_SAMPLES_LIMIT:
+            raise ConfigError(f"max_samples must be in 0..{MAX_SAMPLES_LIMIT} (a u16 sample index on the link), "
+                              f"got {self.max_samples}")
         if not 1 <= self.step_frac < self.step_bits:
             raise ConfigError("step_frac must be in 1..step_bits-1")
         # The golden model computes sums of integers in float64, exact while every partial sum is
@@ -155,7 +171,8 @@ class DeviceConfig:
             "params": self.n_params,
             "weight_memory_bits": self.n_params * self.w_bits,
             "membrane_memory_bits_per_sample": sum(hidden) * self.u_bits,
-            "sample_memory_bits": self.max_batch * (self.layers[0] * self.x_bits + self.layers[-1] * self.y_bits),
+            "sample_memory_bits": self.max_batch * self.sample_bits,
+            "training_set_memory_bits": self.max_samples * self.sample_bits,
             "noise_bits_per_direction_rademacher": perturb_bits,
             "noise_bits_per_direction_gauss4": 4 * perturb_bits,
             "factor_cache_bits_rademacher": self.max_directions * perturb_bits,
@@ -248,6 +265,8 @@ def register_limits(cfg: DeviceConfig) -> dict[str, tuple[int, int]]:
         "clip": (0, cfg.step_range[1]),
         "mode": (0, 15),  # the four contract.commands.Mode flags
         "layer_start": (0, cfg.n_layers - 1),
+        "samples": (1, cfg.max_samples),  # the training set's size (empty range without a set memory)
+        "data_seed": (0, (1 << 32) - 1),  # the batch stream's state; zero is replaced by ZERO_SEED_SUBSTITUTE
     }
 
 

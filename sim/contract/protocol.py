@@ -41,6 +41,9 @@ class Code(IntEnum):
     READ_COUNTER = 0x0D
     CLEAR_COUNTERS = 0x0E
     STEP_COUNT = 0x0F
+    DATA_SEEK = 0x10
+    DATA_WRITE = 0x11
+    TRAIN_STEPS = 0x12
 
 
 class LinkStatus(IntEnum):
@@ -86,6 +89,9 @@ REQUESTS = {
     Code.READ_COUNTER: RequestSpec((("index", 1),), 8, Op.READ_COUNTER),
     Code.CLEAR_COUNTERS: RequestSpec((), 0, Op.CLEAR_COUNTERS),
     Code.STEP_COUNT: RequestSpec((), 2),
+    Code.DATA_SEEK: RequestSpec((("sample", 2),), 0, Op.DATA_SEEK),
+    Code.DATA_WRITE: RequestSpec(VALUES, 0),
+    Code.TRAIN_STEPS: RequestSpec((("step", 2), ("count", 2)), 9),  # loss sum u64, repeated u8
 }
 
 
@@ -237,7 +243,7 @@ def _unstuff(raw: bytes) -> tuple[bytearray, str, bool]:
 class Request:
     code: Code
     args: tuple = ()
-    values: tuple = ()  # PARAM_WRITE / SAMPLE_WRITE
+    values: tuple = ()  # PARAM_WRITE / SAMPLE_WRITE / DATA_WRITE
 
     def encode(self, vb: int) -> bytes:
         spec = REQUESTS[self.code].args
@@ -261,6 +267,8 @@ class Request:
             return decode_values(data, vb)
         if c == Code.TRAIN_STEP:
             return data[0], bool(data[1])
+        if c == Code.TRAIN_STEPS:
+            return int.from_bytes(data[:8], "little"), bool(data[8])
         if c == Code.READ_STEP:
             return int.from_bytes(data, "little", signed=True)
         if data:
@@ -284,6 +292,9 @@ def read_step(index): return Request(Code.READ_STEP, (index,))
 def read_counter(index): return Request(Code.READ_COUNTER, (int(index),))
 def clear_counters(): return Request(Code.CLEAR_COUNTERS)
 def step_count(): return Request(Code.STEP_COUNT)
+def data_seek(sample): return Request(Code.DATA_SEEK, (sample,))
+def data_write(values): return Request(Code.DATA_WRITE, values=tuple(np.asarray(values, np.int64).tolist()))
+def train_steps(step, count): return Request(Code.TRAIN_STEPS, (step & 0xFFFF, count))
 
 
 def encode_request_payload(seq: int, requests: list[Request], vb: int) -> bytes:
