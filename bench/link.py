@@ -1,18 +1,21 @@
-"""Host link: utilisation of the UART and the share of a training step the device waits for data, per
-task's default network and batch, at 3 and 12 Mbaud; protocol bytes per sample.
+"""Host link: utilisation of the UART and the share of training the device waits for data, per task's
+default network and batch, at 3 and 12 Mbaud, with the training set on the device or streamed.
 
-    python bench/link.py [--steps 3] [--clock-mhz 48] [--out docs/results/link.md]
+    python bench/link.py [--steps 3] [--run-steps 256] [--clock-mhz 48] [--out docs/results/link.md]
 
 Measured on the virtual board (sim/virtual_board.py): the whole gateware, real UART, on Verilator,
 driven through pyserial by the training backend exactly as `rfsnn train --backend serial` does, on the
 task's real batches. Time is the simulator's: the harness reports the simulated time whenever the board
 goes idle, and the learner counts its own busy cycles (counter cycles_busy). The simulation stands
 still while the host thinks, so the figures are those of an infinitely fast host: wire time and
-compute only, no USB latency. Two ways of driving:
+compute only, no USB latency. Three ways of driving:
 
-- pipelined (what `rfsnn train` does): each step's frame is followed at once by the next step's batch,
-  which waits in the device's receive FIFO while the step runs;
-- stop-and-wait: the batch is sent, then the step, each waiting for its reply.
+- set on the device (what `rfsnn train` does when the set fits, docs/fixed-point.md section 7): the
+  set is uploaded once (its wire time is the "set upload" column), then each run of --run-steps steps
+  (the runs `rfsnn train` makes of a 20,000-step task default) is one TRAIN_STEPS request;
+- streamed, pipelined (a set too large for the device): each step's frame is followed at once by the
+  next step's batch, which waits in the device's receive FIFO while the step runs;
+- streamed, stop-and-wait: the batch is sent, then the step, each waiting for its reply.
 
 device wait = 1 - learner busy time / simulated time over the measured steps.
 UART utilisation = bits on the wire (10 per byte) / (baud x simulated time), per direction.
@@ -26,7 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from rfsnn.host.backends import LinkOptions, make_backend
 from rfsnn.sim.contract.protocol import value_bytes
@@ -63,7 +65,10 @@ def idle_time_ps(stats: Path) -> int:
             last = now
 
 
-def measure(task: str, baud: int, clock_hz: float, steps: int, pipelined: bool, build_root: Path) -> dict:
+DRIVING = ("set on the device", "streamed, pipelined", "streamed, stop-and-wait")
+
+
+def measure(task: str, baud: int, clock_hz: float, steps: int, driving: str, build_root: Path) -> dict:
     s = settings_for(task, backend="serial")
     run = Run(settings_for(task))  # data and scaling (golden backend, not used for training)
     cfg = run.cfg
@@ -77,23 +82,22 @@ def measure(task: str, baud: int, clock_hz: float, steps: int, pipelined: bool, 
             dev = backend.device
             line = CountingSerial(dev.t)
             dev.t = line
-            if not pipelined:
+            if driving.endswith("stop-and-wait"):
                 dev.window = 0
-            batches = run.data.batches(s.batch, np.random.default_rng([s.seed, 2]), drop_last=True)
-            data = [next(batches) for _ in range(steps + 2)]
-            data = [(run.scaler.inputs(x), run.scaler.targets(u)) for x, u in data]
             lr = s.base_lr()
-
-            def step(i):
-                ahead = data[i + 1] if pipelined else None
-                backend.step(*data[i], lr_at(s, lr, i), i, ahead)
-
-            step(0)  # the first batch goes out alone; from here on each step's batch is already there
+            t_before = idle_time_ps(stats)
+            backend.attach(run.scaler.inputs(run.data.x_train), run.scaler.targets(run.data.u_train),
+                           stream=driving != DRIVING[0])
+            upload_s = (idle_time_ps(stats) - t_before) * 1e-12 if backend.resident else 0.0
+            backend.train(0, 1, lambda i: lr)  # streamed: the first batch goes out alone; then each is there
             dev.clear_counters()
             t0 = idle_time_ps(stats)
             sent0, received0 = line.sent, line.received
-            for i in range(1, steps + 1):
-                step(i)
+            done = 1
+            while done < steps + 1:
+                count = min(backend.max_run, steps + 1 - done)
+                backend.train(done, count, lambda i: lr_at(s, lr, i))
+                done += count
             t1 = idle_time_ps(stats)
             sent, received = line.sent - sent0, line.received - received0
             busy_cycles = dev.counters()["cycles_busy"]
@@ -102,16 +106,18 @@ def measure(task: str, baud: int, clock_hz: float, steps: int, pipelined: bool, 
     sim_s = (t1 - t0) * 1e-12
     raw = (cfg.layers[0] + cfg.layers[-1]) * value_bytes(cfg)  # value bytes of one sample
     return {"task": task, "network": "-".join(map(str, cfg.layers)), "K": s.directions, "batch": s.batch,
-            "baud": baud, "pipelined": pipelined, "step_ms": sim_s / steps * 1e3,
+            "baud": baud, "driving": driving, "steps": steps, "step_ms": sim_s / steps * 1e3,
             "busy_cycles_per_step": busy_cycles / steps, "wait": 1 - busy_cycles / clock_hz / sim_s,
             "util_up": sent * 10 / baud / sim_s, "util_down": received * 10 / baud / sim_s,
             "up_bytes_per_step": sent / steps, "down_bytes_per_step": received / steps,
-            "overhead_per_sample": sent / steps / s.batch - raw, "raw_per_sample": raw}
+            "overhead_per_sample": sent / steps / s.batch - raw, "raw_per_sample": raw, "upload_s": upload_s}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=3, help="measured steps per row (after one warm-up step)")
+    p.add_argument("--steps", type=int, default=3, help="measured steps per streamed row (after one warm-up step)")
+    p.add_argument("--run-steps", type=int, default=256,
+                   help="measured steps with the set on the device: one TRAIN_STEPS run of at most 256")
     p.add_argument("--clock-mhz", type=float, default=48.0,
                    help="the simulated clock (divisor 4 at 12 Mbaud needs 48 MHz)")
     p.add_argument("--bauds", type=int, nargs="+", default=[3_000_000, 12_000_000])
@@ -124,23 +130,23 @@ def main(argv=None) -> int:
     rows = []
     for task in a.tasks:
         for baud in a.bauds:
-            for pipelined in (True, False):
-                print(f"{task} at {baud / 1e6:g} Mbaud, {'pipelined' if pipelined else 'stop-and-wait'} ...",
-                      file=sys.stderr, flush=True)
-                rows.append(measure(task, baud, a.clock_mhz * 1e6, a.steps, pipelined, root))
-    head = (f"Clock {a.clock_mhz:g} MHz (simulated), {a.steps} measured steps per row, lanes 1x8; "
-            f"`python bench/link.py --steps {a.steps} --clock-mhz {a.clock_mhz:g}` on {platform.machine()}, "
+            for driving in DRIVING:
+                print(f"{task} at {baud / 1e6:g} Mbaud, {driving} ...", file=sys.stderr, flush=True)
+                steps = a.run_steps if driving == DRIVING[0] else a.steps
+                rows.append(measure(task, baud, a.clock_mhz * 1e6, steps, driving, root))
+    head = (f"Clock {a.clock_mhz:g} MHz (simulated), lanes 1x8; `python bench/link.py --steps {a.steps} "
+            f"--run-steps {a.run_steps} --clock-mhz {a.clock_mhz:g}` on {platform.machine()}, "
             f"Python {platform.python_version()}.\n\n"
-            "| task | network, K, batch | Mbaud | driving | ms/step | compute cycles/step | device waits | "
-            "UART up / down | bytes up / down per step | protocol overhead per sample |\n"
-            "|---|---|---|---|---|---|---|---|---|---|")
+            "| task | network, K, batch | Mbaud | driving | measured steps | ms/step | compute cycles/step | "
+            "device waits | UART up / down | bytes up / down per step | set upload (once) |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         lines.append(f"| {r['task']} | {r['network']}, K={r['K']}, {r['batch']} | {r['baud'] / 1e6:g} | "
-                     f"{'pipelined' if r['pipelined'] else 'stop-and-wait'} | {r['step_ms']:.2f} | "
-                     f"{r['busy_cycles_per_step']:,.0f} | {r['wait']:.0%} | {r['util_up']:.0%} / {r['util_down']:.0%} | "
-                     f"{r['up_bytes_per_step']:.0f} / {r['down_bytes_per_step']:.0f} | "
-                     f"{r['overhead_per_sample']:.2f} B (on {r['raw_per_sample']} B of values) |")
+                     f"{r['driving']} | {r['steps']} | {r['step_ms']:.3f} | "
+                     f"{r['busy_cycles_per_step']:,.0f} | {r['wait']:.1%} | {r['util_up']:.1%} / {r['util_down']:.1%} | "
+                     f"{r['up_bytes_per_step']:.1f} / {r['down_bytes_per_step']:.1f} | "
+                     + (f"{r['upload_s'] * 1e3:.0f} ms |" if r['upload_s'] else "- |"))
     table = "\n".join(lines)
     print(table)
     if a.out:

@@ -2,8 +2,8 @@
 
     python bench/step_speed.py [--steps 300] [--out docs/results/step_speed.md]
 
-Times `backend.step` alone (no data loading, no test-grid evaluation), after 20 warm-up steps, on the
-same batches for every backend. The golden model must stay within 3x of the float weight-perturbation
+Times the backend's training steps alone (no test-grid evaluation), after 20 warm-up steps, in the runs
+`rfsnn train` makes (a device's batches drawn from its training set, the float references' by the host). The golden model must stay within 3x of the float weight-perturbation
 reference: integer exactness must not make it slow.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from rfsnn.host.backends import IN_PROCESS_BACKENDS as BACKENDS
-from rfsnn.host.train import TASK_DEFAULTS, Run, lr_at, settings_for
+from rfsnn.host.train import TASK_DEFAULTS, Run, lr_at, run_block, settings_for
 from rfsnn.sim.contract.config import DeviceConfig
 
 
@@ -28,14 +28,16 @@ def time_backend(task: str, backend: str, steps: int, device: dict | None = None
         s.use_device(DeviceConfig.from_dict(device))
     run = Run(s)
     lr = s.base_lr()
-    batches = run.data.batches(s.batch, np.random.default_rng(0), drop_last=True)
-    data = [next(batches) for _ in range(steps + 20)]
-    data = [(run.scaler.inputs(x), run.scaler.targets(u)) for x, u in data]
-    for i in range(20):
-        run.backend.step(*data[i], lr_at(s, lr, i), i)
+    run.attach_training_set()
+    block = run_block(settings_for(task), run.backend)  # the runs `rfsnn train` makes of the task default
+
+    def train(first, count):
+        for start in range(first, first + count, block):
+            run.backend.train(start, min(block, first + count - start), lambda i: lr_at(s, lr, i))
+
+    train(0, 20)
     t0 = time.perf_counter()
-    for i in range(20, steps + 20):
-        run.backend.step(*data[i], lr_at(s, lr, i), i)
+    train(20, steps)
     return (time.perf_counter() - t0) / steps * 1e3
 
 

@@ -10,17 +10,20 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
-from rfsnn.sim.contract.config import DeviceConfig, StepParams, gain_for
+from rfsnn.sim.contract import streams
+from rfsnn.sim.contract.config import MAX_RUN_STEPS, DeviceConfig, StepParams, forward_passes, gain_for
 from rfsnn.sim.contract.fixed import dequantize, quantize
 from rfsnn.sim.endpoint import DeviceEndpoint
 from rfsnn.sim.golden import Counters, base_loss, join_params, split_params
 from rfsnn.sim.golden_device import GoldenDevice
 
 from . import estimators, floatnet, optim
+from .dataset import BatchSampler
 from .link import Device, LoopbackTransport, SerialTransport
 
 DEVICE_BACKENDS = ("golden", "rtl", "serial")
@@ -68,15 +71,20 @@ def sigma_lsb(sigma: float, cfg: DeviceConfig) -> int:
 
 
 class Backend:
-    """One training run's model. `step` takes a batch already scaled to the device's ranges (inputs in
-    [-1, 1], targets divided by the target scale) and returns the batch's mean squared error in those
-    units, before the update."""
+    """One training run's model. `attach` gives it the training set, already scaled to the device's
+    ranges (inputs in [-1, 1], targets divided by the target scale); `train` runs steps on batches the
+    backend draws from it and returns (step, loss) entries: the mean squared error in those units before
+    the update, per step or, where a device runs many steps at once, per run of steps."""
 
     name: str
     forward_passes: int = 0
+    max_run: int = 1  # steps one train() call may take
 
-    def step(self, x_dev: np.ndarray, y_dev: np.ndarray, lr: float, step_index: int, upcoming=None) -> float:
-        """upcoming: the next step's (x_dev, y_dev), if any, which a device may start uploading now."""
+    def attach(self, x_dev: np.ndarray, y_dev: np.ndarray) -> None: ...
+
+    def train(self, first: int, count: int, lr_of: Callable[[int], float]) -> list[tuple[int, float]]:
+        """Steps first .. first + count - 1, step i with learning rate lr_of(i)."""
+        raise NotImplementedError
 
     def close(self) -> None:
         """Release the device (a virtual board's simulator, a serial port)."""
@@ -104,10 +112,18 @@ class Backend:
 
 
 class DeviceBackend(Backend):
-    """A device driven through the host link: every step's batch, step parameters and losses cross the
-    byte protocol of docs/protocol.md (framing, CRC, requests), whatever carries the bytes. The weights
-    stay on the device; they are read back when asked for. Each step's frame is followed by the next
-    step's batch, so that upload overlaps the step's compute (the device's receive FIFO holds it)."""
+    """A device driven through the host link: the byte protocol of docs/protocol.md (framing, CRC,
+    requests), whatever carries the bytes. The weights stay on the device; they are read back when asked
+    for. Batches follow the contract's batch stream (docs/fixed-point.md section 7) in either of two
+    modes, with the same bits:
+    - resident (the training set fits the device's set memory): the set is uploaded once and each run
+      of steps is one TRAIN_STEPS request; the device draws its batches;
+    - streamed (a larger set, or a device without a set memory): the host draws the same batches and
+      sends each with its TRAIN_STEP, followed by the next step's batch, so that upload overlaps the
+      step's compute (the device's receive FIFO holds it).
+    A run of steps shares one learning rate (one gain register), so `train` takes one rate per call."""
+
+    max_run = MAX_RUN_STEPS
 
     def __init__(self, name: str, cfg: DeviceConfig, init: list[tuple[np.ndarray, np.ndarray]], settings,
                  seed: int, transport, timeout: float = 1.0, retries: int = 3, on_close=None):
@@ -117,7 +133,9 @@ class DeviceBackend(Backend):
         self._write(device_weights(init, cfg))
         self.sigma_lsb = sigma_lsb(settings.sigma, cfg)
         self.clip = min(cfg.step_range[1], int(round(settings.clip * (1 << (cfg.w_frac + cfg.step_frac)))))
-        self.seeds = np.random.default_rng([seed, 0x5EED])
+        self.data_state = int(np.random.default_rng([seed, 0xDA7A]).integers(1 << 32))  # the batch stream's
+        self.set_x = self.set_t = None  # the training set, device integers
+        self.resident = False
         self.passes = 0
         self.samples = 0  # forward passes x batch, summed over steps
         self.steps_done = 0
@@ -144,24 +162,52 @@ class DeviceBackend(Backend):
         return (quantize(x_dev, cfg.x_frac, cfg.x_bits, "input"),
                 quantize(y_dev.reshape(len(y_dev), -1), cfg.w_frac, cfg.y_bits, "target"))
 
-    def step(self, x_dev, y_dev, lr, step_index, upcoming=None):
+    def attach(self, x_dev, y_dev, stream: bool = False):
+        """stream: send every batch even if the set would fit the device (the same bits, for comparison)."""
+        self.set_x, self.set_t = self._quantize(x_dev, y_dev)  # refused here, before anything is sent
+        self.resident = not stream and len(self.set_x) <= self.cfg.max_samples
+        if self.resident:
+            self.device.upload_set(self.set_x, self.set_t)
+
+    def _step_params(self, lr: float, batch: int, step_index: int, seed: int = 0) -> StepParams:
         cfg, s = self.cfg, self.s
-        x, y = self._quantize(x_dev, y_dev)
-        nxt = None if upcoming is None else self._quantize(*upcoming)  # refused here, before anything is sent
         per_layer = s.directions / cfg.n_layers if s.scope == "layerwise" else s.directions  # as float-wp averages
-        mant, shift = gain_for(lr, self.sigma_lsb, len(x), per_layer, s.difference == "central", cfg)
-        sp = StepParams(seed=int(self.seeds.integers(1 << 32)), directions=s.directions, sigma=self.sigma_lsb,
-                        gain_mant=mant, gain_shift=shift, clip=self.clip, noise=s.noise, difference=s.difference,
-                        scope=s.scope, layer_start=(step_index * s.directions) % cfg.n_layers,
+        mant, shift = gain_for(lr, self.sigma_lsb, batch, per_layer, s.difference == "central", cfg)
+        sp = StepParams(seed=seed, directions=s.directions, sigma=self.sigma_lsb, gain_mant=mant, gain_shift=shift,
+                        clip=self.clip, noise=s.noise, difference=s.difference, scope=s.scope,
+                        layer_start=streams.layer_start_after(0, step_index, s.directions, cfg.n_layers),
                         stochastic_rounding=s.stochastic_rounding)
         sp.validate(cfg)
-        reply = self.device.train_step(sp, batch=(x, y), next_batch=nxt, loaded=self._loaded_for == step_index)
-        self._loaded_for = None if nxt is None else step_index + 1
+        return sp
+
+    def train(self, first, count, lr_of):
+        cfg, batch = self.cfg, self.s.batch
+        if not 1 <= count <= self.max_run:
+            raise ValueError(f"a run of {count} steps; a device runs 1..{self.max_run} at once")
+        sp = self._step_params(lr_of(first), batch, first)
+        if self.resident:
+            total = self.device.train_steps(sp, batch, count, self.data_state)
+            n_losses = forward_passes(sp.directions, sp.difference)
+            for _ in range(count):
+                self.data_state = streams.draw_step(self.data_state, len(self.set_x), batch, cfg).next_state
+        else:
+            total = 0
+            draw = streams.draw_step(self.data_state, len(self.set_x), batch, cfg)
+            for i in range(first, first + count):
+                after = streams.draw_step(draw.next_state, len(self.set_x), batch, cfg)
+                reply = self.device.train_step(
+                    replace(sp, seed=draw.seed, layer_start=streams.layer_start_after(0, i, sp.directions, cfg.n_layers)),
+                    batch=(self.set_x[draw.indices], self.set_t[draw.indices]),
+                    next_batch=(self.set_x[after.indices], self.set_t[after.indices]), loaded=self._loaded_for == i)
+                self._loaded_for = i + 1
+                total += base_loss(reply.losses)
+                n_losses = len(reply.losses)
+                self.data_state, draw = draw.next_state, after
         self._params = None
-        self.passes += len(reply.losses)
-        self.samples += len(reply.losses) * len(x)
-        self.steps_done += 1
-        return base_loss(reply.losses) / float(1 << (2 * cfg.w_frac)) / len(x)
+        self.passes += count * n_losses
+        self.samples += count * n_losses * batch
+        self.steps_done += count
+        return [(first + count - 1, total / float(1 << (2 * cfg.w_frac)) / batch / count)]
 
     @property
     def forward_passes(self) -> int:
@@ -209,11 +255,11 @@ class DeviceBackend(Backend):
 
     def state(self):
         c = self.counters()
-        return {"seeds": self.seeds.bit_generator.state, "passes": self.passes, "samples": self.samples,
+        return {"data_state": self.data_state, "passes": self.passes, "samples": self.samples,
                 "steps_done": self.steps_done, "spikes": c["spikes"], "synaptic_ops": c["synaptic_ops"]}, {}
 
     def load_state(self, state, arrays):
-        self.seeds.bit_generator.state = state["seeds"]
+        self.data_state = int(state["data_state"])
         self.passes, self.samples, self.steps_done = state["passes"], state["samples"], state["steps_done"]
         # The device counts from where it stands now; the earlier processes' training work is added back.
         self._evaluation["spikes"] -= np.asarray(state["spikes"], np.int64)
@@ -265,13 +311,23 @@ class FloatBackend(Backend):
     BPTT and RFG use Adam, as in the paper."""
 
     def __init__(self, name: str, spec: "floatnet.FloatNetSpec", init, settings, seed: int):
-        self.name, self.spec, self.s = name, spec, settings
+        self.name, self.spec, self.s, self.seed = name, spec, settings, seed
         self.params = [(W.copy(), b.copy()) for W, b in init]
         self.rng = np.random.default_rng([seed, 0xF10A7])
         self.opt = optim.SGD() if name == "float-wp" else optim.Adam()
         self.forward_passes = 0
 
-    def step(self, x_dev, y_dev, lr, step_index, upcoming=None):
+    def attach(self, x_dev, y_dev):
+        self.sampler = BatchSampler(x_dev, y_dev, self.s.batch, np.random.default_rng([self.seed, 2]))
+
+    def train(self, first, count, lr_of):
+        out = []
+        for i in range(first, first + count):
+            x, y = self.sampler.next()
+            out.append((i, self._step(x, y, lr_of(i))))
+        return out
+
+    def _step(self, x_dev, y_dev, lr):
         s = self.s
         target = y_dev.reshape(len(y_dev), -1)
         if self.name == "float-bp":
@@ -304,12 +360,14 @@ class FloatBackend(Backend):
 
     def state(self):
         opt, arrays = self.opt.state()
-        return ({"rng": self.rng.bit_generator.state, "forward_passes": self.forward_passes, "optimiser": opt},
+        return ({"rng": self.rng.bit_generator.state, "forward_passes": self.forward_passes, "optimiser": opt,
+                 "sampler": self.sampler.state()},
                 {f"opt_{k}": v for k, v in arrays.items()})
 
     def load_state(self, state, arrays):
         self.rng.bit_generator.state = state["rng"]
         self.forward_passes = state["forward_passes"]
+        self.sampler.restore(state["sampler"])
         self.opt.load_state(state["optimiser"], {k[4:]: v for k, v in arrays.items() if k.startswith("opt_")})
 
 

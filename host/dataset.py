@@ -201,16 +201,18 @@ class Dataset:
 
 
 class BatchSampler:
-    """Endless fixed-size minibatches of a dataset (``Dataset.batches`` with ``drop_last``: a fresh
+    """Endless fixed-size minibatches of a training set (``Dataset.batches`` with ``drop_last``: a fresh
     permutation every epoch, the remainder skipped), drawn one at a time and resumable: ``state()``
     says where the sampler stands and ``restore`` puts a new sampler there, so a resumed run trains
-    on the very batches the uninterrupted run would have."""
+    on the very batches the uninterrupted run would have. (The float references' batches; a device's
+    follow the contract's batch stream, rfsnn.sim.contract.streams.)"""
 
-    def __init__(self, data: Dataset, batch: int, rng: np.random.Generator):
-        if not 1 <= batch <= data.n_train:
-            raise ValueError(f"batch size must be in 1..{data.n_train} (the training samples), got {batch}")
-        self.data, self.batch, self.rng = data, batch, rng
-        self._stop = data.n_train - data.n_train % batch
+    def __init__(self, x: np.ndarray, u: np.ndarray, batch: int, rng: np.random.Generator):
+        n = len(x)
+        if not 1 <= batch <= n:
+            raise ValueError(f"batch size must be in 1..{n} (the training samples), got {batch}")
+        self.x, self.u, self.batch, self.rng = x, u, batch, rng
+        self._stop = n - n % batch
         self._epoch_rng: dict | None = None  # the generator's state when this epoch's permutation was drawn
         self._perm: np.ndarray | None = None
         self._pos = 0
@@ -218,10 +220,10 @@ class BatchSampler:
     def next(self) -> tuple[np.ndarray, np.ndarray]:
         if self._perm is None or self._pos + self.batch > self._stop:
             self._epoch_rng = self.rng.bit_generator.state
-            self._perm, self._pos = self.rng.permutation(self.data.n_train), 0
+            self._perm, self._pos = self.rng.permutation(len(self.x)), 0
         idx = self._perm[self._pos:self._pos + self.batch]
         self._pos += self.batch
-        return self.data.x_train[idx], self.data.u_train[idx]
+        return self.x[idx], self.u[idx]
 
     def state(self) -> dict:
         """JSON-able: the generator's state at the epoch's start and the position in its permutation."""
@@ -232,4 +234,4 @@ class BatchSampler:
             return
         self.rng.bit_generator.state = state["epoch_rng"]
         self._epoch_rng = self.rng.bit_generator.state
-        self._perm, self._pos = self.rng.permutation(self.data.n_train), int(state["pos"])
+        self._perm, self._pos = self.rng.permutation(len(self.x)), int(state["pos"])

@@ -1,6 +1,7 @@
 """The host's side of the link (docs/protocol.md), over the contract's codec (sim/contract/protocol.py).
 
-- `Device`: the host's API (info, weights, batches, inference, training steps, counters) over any
+- `Device`: the host's API (info, weights, batches, the training set, inference, training steps and
+  runs of steps, counters) over any
   transport with `write(bytes)` and `read(timeout) -> bytes`; stop-and-wait with a timeout and
   bounded retries, which is safe because every request is idempotent.
 - `LoopbackTransport`: an in-process transport to a device's endpoint (sim.endpoint.DeviceEndpoint).
@@ -362,25 +363,39 @@ class Device:
             raise ValueError(f"{what} {'/'.join(map(str, at))}: {int(values[at])} is outside the device's "
                              f"range [{rng[0]}, {rng[1]}]; nothing was sent")
 
-    def batch_frames(self, x: np.ndarray, t: np.ndarray) -> list[list[P.Request]]:
-        """The frames that load a batch (inputs x, targets t, device integers) into the sample memory."""
+    def _sample_frames(self, x: np.ndarray, t: np.ndarray, depth: int, what: str, seek, write,
+                       last: list[P.Request]) -> list[list[P.Request]]:
+        """Frames that write samples (inputs x, targets t, device integers) through a sample pointer from
+        0, `last` riding with the final frame."""
         x, t = np.asarray(x, np.int64), np.asarray(t, np.int64)
         cfg = self.cfg
         if x.ndim != 2 or t.ndim != 2 or x.shape[1] != cfg.layers[0] or t.shape != (len(x), cfg.layers[-1]):
-            raise ValueError(f"a batch of shape {x.shape} -> {t.shape}; the device takes (B, {cfg.layers[0]}) "
+            raise ValueError(f"{what} of shape {x.shape} -> {t.shape}; the device takes (B, {cfg.layers[0]}) "
                              f"-> (B, {cfg.layers[-1]})")
-        if not 1 <= len(x) <= cfg.max_batch:
-            raise ValueError(f"a batch of {len(x)} samples; the device holds 1..{cfg.max_batch}")
+        if not 1 <= len(x) <= depth:
+            raise ValueError(f"{what} of {len(x)} samples; the device holds 1..{depth}")
         self._check(x, cfg.x_range, "input sample/column")
         self._check(t, cfg.y_range, "target sample/column")
         per_sample = x.shape[1] + t.shape[1]
-        per_frame = self._per_frame(1 + 6 + 3 + 2) // per_sample  # SEQ, SET, SAMPLE_SEEK, SAMPLE_WRITE's code and count
+        per_frame = self._per_frame(1 + 6 + 3 + 2) // per_sample  # SEQ, SET, the seek, the write's code and count
         rows = np.concatenate([x, t], axis=1)
         frames = []
         for s in range(0, len(rows), per_frame):
-            first = [P.set_register(Reg.BATCH, len(x))] if s + per_frame >= len(rows) else []  # with the last frame
-            frames.append(first + [P.sample_seek(s), P.sample_write(rows[s:s + per_frame].ravel())])
+            frames.append([seek(s), write(rows[s:s + per_frame].ravel())])
+        frames[-1] = last + frames[-1]
         return frames
+
+    def batch_frames(self, x: np.ndarray, t: np.ndarray) -> list[list[P.Request]]:
+        """The frames that load a batch (inputs x, targets t, device integers) into the sample memory."""
+        return self._sample_frames(x, t, self.cfg.max_batch, "a batch", P.sample_seek, P.sample_write,
+                                   [P.set_register(Reg.BATCH, len(x))])
+
+    def upload_set(self, x: np.ndarray, t: np.ndarray) -> None:
+        """The training set into the device's set memory (TRAIN_STEPS draws from it), and SAMPLES."""
+        if self.cfg.max_samples == 0:
+            raise ValueError("this device holds no training set (max_samples 0): stream its batches")
+        self.exchange(self._sample_frames(x, t, self.cfg.max_samples, "a training set", P.data_seek,
+                                          P.data_write, [P.set_register(Reg.SAMPLES, len(x))]))
 
     def load_batch(self, x: np.ndarray, t: np.ndarray) -> None:
         self.exchange(self.batch_frames(x, t))
@@ -442,6 +457,23 @@ class Device:
             for s in range(0, len(reads), 24):  # 24 x 8 bytes fit a reply
                 values += self.request(reads[s:s + 24])
         return StepReply(values[:n_losses], values[n_losses:], repeated)
+
+    def train_steps(self, sp: StepParams, batch: int, count: int, data_seed: int) -> int:
+        """A run of `count` steps on batches the device draws from its training set (upload_set), from the
+        batch stream state `data_seed`; returns the sum of the steps' base losses. sp.seed is unused (the
+        stream draws each step's seed) and sp.layer_start is the first step's. Every register goes out with
+        the run, so a resent frame leaves the device as the first try did (answered "repeated")."""
+        regs = [(Reg.BATCH, batch), (Reg.DIRECTIONS, sp.directions), (Reg.SIGMA, sp.sigma),
+                (Reg.GAIN_MANT, sp.gain_mant), (Reg.GAIN_SHIFT, sp.gain_shift), (Reg.CLIP, sp.clip),
+                (Reg.MODE, mode_bits(sp.noise, sp.difference, sp.scope, sp.stochastic_rounding)),
+                (Reg.LAYER_START, sp.layer_start), (Reg.DATA_SEED, data_seed)]
+        reply = self.request([P.set_register(r, v) for r, v in regs] + [P.train_steps(self.steps_done, count)])
+        total, _repeated = reply[-1]
+        self._registers.update(regs)
+        for moved in (Reg.SEED, Reg.LAYER_START, Reg.DATA_SEED):  # the run moved these on
+            self._registers.pop(moved, None)
+        self.steps_done = (self.steps_done + count) & 0xFFFF
+        return total
 
     def counters(self) -> dict[str, int]:
         names = counter_names(self.cfg)

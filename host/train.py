@@ -1,8 +1,8 @@
 """A training run: task data -> backend steps -> checkpoints -> a run folder (host/runfolder.py).
 
 config.json is written when the run starts; checkpoint.npz at every checkpoint holds the weights read
-back from the device and everything else the run needs to continue (step, RNG states of the batch
-sampler and of the step seeds, optimiser state, history, counters), so a run that is killed, loses its
+back from the device and everything else the run needs to continue (step, the batch stream's state or
+the float sampler's, optimiser state, history, counters), so a run that is killed, loses its
 device or is stopped with Ctrl-C continues with `rfsnn train --resume RUN` to the very weights the
 uninterrupted run would have reached. metrics.json is written last.
 """
@@ -24,7 +24,7 @@ from rfsnn.sim.contract.config import ConfigError, DeviceConfig, forward_passes,
 
 from . import optim
 from .backends import BACKENDS, DEVICE_BACKENDS, LinkOptions, make_backend, sigma_lsb
-from .dataset import BatchSampler, Dataset, Scaler
+from .dataset import Dataset, Scaler
 from .inputs import InputError
 from .link import LinkError
 from .problems import get_problem
@@ -232,6 +232,10 @@ class Run:
         self.scaler = self.data.scaler
         self.backend = make_backend(s.backend, self.cfg, s, s.seed, link)
 
+    def attach_training_set(self) -> None:
+        """Give the backend its training set in device units (a device with a set memory receives it)."""
+        self.backend.attach(self.scaler.inputs(self.data.x_train), self.scaler.targets(self.data.u_train))
+
     def predict(self, x_task: np.ndarray) -> np.ndarray:
         """Model output in task units at task coordinates (N, d)."""
         y = self.backend.predict_dev(self.scaler.inputs(x_task))
@@ -292,6 +296,7 @@ def train(s: TrainSettings, out: Path | None = None, progress: bool = True, link
     _print_notes(run)
     try:
         folder = RunFolder.create(out, run.record(), force=force) if out is not None else None
+        run.attach_training_set()
         return _train(run, folder, progress, None, stop or Stop())
     finally:
         run.backend.close()
@@ -311,6 +316,7 @@ def resume(out: Path, progress: bool = True, link: LinkOptions | None = None, st
     try:
         _check_matches(run, config, folder)
         state = None
+        run.attach_training_set()
         if folder.exists(CHECKPOINT):
             arrays = _load_weights(run, folder, CHECKPOINT)
             state = folder.checkpoint_state(arrays)
@@ -355,6 +361,14 @@ def _load_weights(run: Run, folder: RunFolder, name: str) -> dict[str, np.ndarra
     return arrays
 
 
+def run_block(s: TrainSettings, backend) -> int:
+    """Steps per run of a device: a device's run shares one learning rate, so the schedule is held in
+    blocks of this many steps (about 64 blocks per run of training, at most MAX_RUN_STEPS); runs start at
+    block boundaries, whatever the evaluations and checkpoints, so every device backend and every
+    interruption trains the same bits. Float references follow the schedule step by step (1)."""
+    return max(1, min(backend.max_run, s.steps // 64))
+
+
 def _train(run: Run, folder: RunFolder | None, progress: bool, state: dict | None, stop: Stop) -> dict:
     from tqdm import tqdm
 
@@ -362,25 +376,27 @@ def _train(run: Run, folder: RunFolder | None, progress: bool, state: dict | Non
     lr0 = s.base_lr()
     every = eval_interval(s, len(run.data.x_test))
     checkpoint_every = max(1, math.ceil(s.steps / 20))
-    sampler = BatchSampler(run.data, s.batch, np.random.default_rng([s.seed, 2]))
+    block = run_block(s, run.backend)
+
+    def lr_of(i: int) -> float:
+        return lr_at(s, lr0, i - i % block)
+
     history = {"step": [], "loss": [], "eval_step": [], "test_rel_l2": []}
     done, wall_before, resumed_at = 0, 0.0, []
     if state is not None:
-        sampler.restore(state["sampler"])
         history, done, wall_before = state["history"], state["step"], state["wall_s"]
         resumed_at = state.get("resumed_at", []) + [done]
     last_ckpt = {"step": done, "time": time.monotonic()}
+    last_eval = done
     first, eval_seconds = done, 0.0
     t0 = time.perf_counter()
     bar = tqdm(total=s.steps, initial=done, desc=f"{s.task}/{s.backend}", unit="step", disable=not progress,
                dynamic_ncols=True, mininterval=0.5)
-    before_upcoming = sampler.state()
-    upcoming = sampler.next() if done < s.steps else None
 
-    def checkpoint(sampler_state) -> None:
+    def checkpoint() -> None:
         backend_state, arrays = run.backend.state()
         folder.write_checkpoint(run.backend.weights_npz(), {
-            "step": done, "steps_planned": s.steps, "sampler": sampler_state, "history": history,
+            "step": done, "steps_planned": s.steps, "history": history,
             "wall_s": wall_before + time.perf_counter() - t0, "backend": backend_state, "resumed_at": resumed_at,
         }, arrays)
         last_ckpt.update(step=done, time=time.monotonic())
@@ -388,22 +404,17 @@ def _train(run: Run, folder: RunFolder | None, progress: bool, state: dict | Non
     with stop.installed():
         try:
             while done < s.steps and stop.signal is None:
-                i = done
-                (xb, ub) = upcoming
-                if i + 1 < s.steps:
-                    before_upcoming = sampler.state()  # a checkpoint after this step resumes from here
-                    upcoming = sampler.next()
-                else:
-                    upcoming = None
-                ahead = None if upcoming is None else (run.scaler.inputs(upcoming[0]), run.scaler.targets(upcoming[1]))
-                loss = run.backend.step(run.scaler.inputs(xb), run.scaler.targets(ub), lr_at(s, lr0, i), i, ahead)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"the loss became {loss} at step {i}; lower --lr (now {lr0})")
-                history["step"].append(i)
-                history["loss"].append(loss)
-                done = i + 1
-                bar.update(1)
-                if done % every == 0 or done == s.steps:
+                count = min(block - done % block, s.steps - done)
+                entries = run.backend.train(done, count, lr_of)
+                for i, loss in entries:
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(f"the loss became {loss} at step {i}; lower --lr (now {lr0})")
+                    history["step"].append(i)
+                    history["loss"].append(loss)
+                done += count
+                bar.update(count)
+                if done - last_eval >= every or done == s.steps:
+                    last_eval = done
                     t_eval = time.perf_counter()
                     err = run.test_error()
                     t_eval = time.perf_counter() - t_eval
@@ -413,10 +424,10 @@ def _train(run: Run, folder: RunFolder | None, progress: bool, state: dict | Non
                         every = max(every, math.ceil(10 * t_eval / max(per_step, 1e-9)))
                     history["eval_step"].append(done)
                     history["test_rel_l2"].append(err)
-                    bar.set_postfix(loss=f"{loss:.2e}", test_rel_l2=f"{err:.4f}")
+                    bar.set_postfix(loss=f"{entries[-1][1]:.2e}", test_rel_l2=f"{err:.4f}")
                 if folder is not None and done < s.steps and (
-                        done % checkpoint_every == 0 or time.monotonic() - last_ckpt["time"] > 60):
-                    checkpoint(before_upcoming)
+                        done - last_ckpt["step"] >= checkpoint_every or time.monotonic() - last_ckpt["time"] > 60):
+                    checkpoint()
         except LinkError as e:  # the device link failed: say where the last weights are, and how to go on
             bar.close()
             if folder is None:
@@ -430,8 +441,8 @@ def _train(run: Run, folder: RunFolder | None, progress: bool, state: dict | Non
         if interrupted:
             print(f"stopped after {done} of {s.steps} steps; writing the run so far (continue it with "
                   f"`rfsnn train --resume {folder.path if folder else 'RUN'}`)", flush=True)
-            if folder is not None:  # at a step boundary: the batch drawn for the next step is drawn again
-                checkpoint(before_upcoming)
+            if folder is not None:
+                checkpoint()
         wall = wall_before + time.perf_counter() - t0
         pred = run.predict(run.data.x_test)
         metrics = {
@@ -446,7 +457,8 @@ def _train(run: Run, folder: RunFolder | None, progress: bool, state: dict | Non
             "wall_s": round(wall, 2),
             "steps_per_s": round(done / wall, 1) if wall else 0.0,
             "test_rel_l2": rel_l2(pred, run.data.u_test),
-            "final_train_loss": float(np.mean(history["loss"][-50:])) if history["loss"] else None,
+            "final_train_loss": final_train_loss(history, done),
+            "batches": "device" if getattr(run.backend, "resident", False) else "host",
             "lr": lr0,
             "eval_every": every,
             "params": run.cfg.n_params,
@@ -455,6 +467,15 @@ def _train(run: Run, folder: RunFolder | None, progress: bool, state: dict | Non
         if folder is not None:
             write_run(folder, run, metrics, history, pred)
     return metrics
+
+
+def final_train_loss(history: dict, done: int) -> float | None:
+    """The mean batch loss over the last 50 steps (or the last entry, where a device reports runs)."""
+    if not history["loss"]:
+        return None
+    steps, loss = np.asarray(history["step"]), np.asarray(history["loss"])
+    recent = steps >= done - 50
+    return float(np.mean(loss[recent])) if recent.any() else float(loss[-1])
 
 
 def write_run(folder: RunFolder, run: Run, metrics: dict, history: dict, pred: np.ndarray) -> None:

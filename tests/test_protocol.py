@@ -279,7 +279,7 @@ def test_bad_data_is_refused_before_anything_is_sent():
                                   (np.full((8, 2), 2.5), y, "input .*outside the representable range")]:
         sent = line.bytes_sent
         with pytest.raises(ValueError, match=message):
-            backend.step(bad_x, bad_y, 0.08, 0)
+            backend.attach(bad_x, bad_y)
         assert line.bytes_sent == sent
     dev = backend.device
     sent = line.bytes_sent
@@ -289,4 +289,6 @@ def test_bad_data_is_refused_before_anything_is_sent():
         dev.write_params([np.zeros((4, 3)), np.where(np.arange(5) == 4, -32769, 0)[None, :]])
     with pytest.raises(ValueError, match=r"a batch of 300 samples; the device holds 1..256"):
         dev.load_batch(np.zeros((300, 2)), np.zeros((300, 1)))
+    with pytest.raises(ValueError, match=r"a training set of 4097 samples; the device holds 1..4096"):
+        dev.upload_set(np.zeros((4097, 2)), np.zeros((4097, 1)))
     assert line.bytes_sent == sent

@@ -96,15 +96,15 @@ def test_ctrl_c_stops_after_the_step_and_writes_a_complete_folder(tmp_path, monk
     from rfsnn.host.train import Stop
 
     calls = {"n": 0}
-    real_step = backends.GoldenBackend.step
+    real_train = backends.GoldenBackend.train
 
-    def step(self, *a):
+    def train_steps(self, *a):  # 50 steps train one step per run (the schedule's blocks: steps // 64)
         calls["n"] += 1
         if calls["n"] == 8:
             os.kill(os.getpid(), signal.SIGINT)
-        return real_step(self, *a)
+        return real_train(self, *a)
 
-    monkeypatch.setattr(backends.GoldenBackend, "step", step)
+    monkeypatch.setattr(backends.GoldenBackend, "train", train_steps)
     stop = Stop()
     m = train(settings_for("poisson1d", steps=50), out=tmp_path / "run", progress=False, stop=stop)
     assert m["interrupted"] and m["steps"] == 8 and m["steps_planned"] == 50 and stop.exit_code == 130
@@ -114,31 +114,69 @@ def test_ctrl_c_stops_after_the_step_and_writes_a_complete_folder(tmp_path, monk
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
 
 
-def test_golden_backend_through_the_link_equals_direct_golden_steps(monkeypatch):
-    """The default backend drives the golden device over the byte protocol; the weights it ends with are
-    those of the golden model called directly with the same step parameters and batches."""
+def _direct_golden_steps(cfg, params, x, t, runs, first_state):
+    """The golden model called directly on the contract's batch stream: runs = [(StepParams, count)] as
+    the host sent them (sp.layer_start: the run's first step's)."""
+    from dataclasses import replace
+
+    from rfsnn.sim.contract import streams
+    from rfsnn.sim.golden import GoldenModel
+
+    g, state = GoldenModel(cfg), first_state
+    for sp, count in runs:
+        for j in range(count):
+            draw = streams.draw_step(state, len(x), 40, cfg)
+            step = replace(sp, seed=draw.seed,
+                           layer_start=streams.layer_start_after(sp.layer_start, j, sp.directions, cfg.n_layers))
+            params, _ = g.train_step(params, x[draw.indices], t[draw.indices], step)
+            state = draw.next_state
+    return params
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["resident", "streamed"])
+def test_golden_backend_through_the_link_equals_direct_golden_steps(monkeypatch, stream):
+    """The default backend drives the golden device over the byte protocol, with the training set on the
+    device (runs of TRAIN_STEPS) or streamed by the host (TRAIN_STEP per step, the host drawing the same
+    batches); either way the weights it ends with are those of the golden model called directly on the
+    contract's batch stream (sim.contract.streams) with the same step parameters."""
     from rfsnn.host import link
     from rfsnn.host.backends import make_backend
     from rfsnn.sim.contract.fixed import quantize
-    from rfsnn.sim.golden import GoldenModel
 
     sent = []
-    real = link.Device.train_step
-    monkeypatch.setattr(link.Device, "train_step", lambda self, sp, **kw: sent.append(sp) or real(self, sp, **kw))
-    s = settings_for("mexican-hat", steps=6)
+    real_run, real_step = link.Device.train_steps, link.Device.train_step
+    monkeypatch.setattr(link.Device, "train_steps",
+                        lambda self, sp, batch, count, seed: sent.append((sp, count)) or real_run(self, sp, batch, count, seed))
+    monkeypatch.setattr(link.Device, "train_step", lambda self, sp, **kw: sent.append((sp, 1)) or real_step(self, sp, **kw))
+    s = settings_for("mexican-hat", steps=6, batch=40, scope="layerwise")
     cfg = s.device_config(2)
     backend = make_backend("golden", cfg, s, seed=3)
-    start = [p.copy() for p in backend.params]
+    start, state0 = [p.copy() for p in backend.params], backend.data_state
     rng = np.random.default_rng(0)
-    batches = [(rng.uniform(-1, 1, (40, 2)), rng.uniform(-0.8, 0.8, 40)) for _ in range(6)]
-    for i, (x, y) in enumerate(batches):  # each step's frame followed by the next batch, as train() does
-        backend.step(x, y, 0.08, i, batches[i + 1] if i + 1 < len(batches) else None)
-    g, p = GoldenModel(cfg), start
-    for (x, y), sp in zip(batches, sent):
-        p, _ = g.train_step(p, quantize(x, cfg.x_frac, cfg.x_bits, "x"), quantize(y[:, None], cfg.w_frac, cfg.y_bits, "y"), sp)
-    assert len(sent) == 6
+    x, y = rng.uniform(-1, 1, (300, 2)), rng.uniform(-0.8, 0.8, 300)
+    backend.attach(x, y, stream=stream)
+    assert backend.resident is not stream
+    backend.train(0, 4, lambda i: 0.08)
+    backend.train(4, 3, lambda i: 0.05)
+    p = _direct_golden_steps(cfg, start, quantize(x, cfg.x_frac, cfg.x_bits, "x"),
+                             quantize(y[:, None], cfg.w_frac, cfg.y_bits, "y"),
+                             sent if not stream else [(sp, 1) for sp, _ in sent], state0)
+    assert len(sent) == (2 if not stream else 7)
     assert all(np.array_equal(a, b) for a, b in zip(backend.params, p))
     assert not all(np.array_equal(a, b) for a, b in zip(start, p))
+
+
+def test_a_set_larger_than_the_device_streams_the_same_run(tmp_path):
+    """A training set beyond max_samples is streamed by the host: the same run, bit for bit, as with the
+    set on the device (the batch stream is the contract's, not the mode's)."""
+    s = settings_for("poisson1d", steps=150, hidden=(16,), t_steps=8)
+    on_device = train(s, progress=False)
+    d = s.device_config(1).to_dict()
+    d["max_samples"] = s.n_train - 1
+    streamed = train(settings_for("poisson1d", steps=150, hidden=(16,), t_steps=8, device=d), progress=False)
+    assert (on_device["batches"], streamed["batches"]) == ("device", "host")
+    assert streamed["test_rel_l2"] == on_device["test_rel_l2"]
+    assert streamed["final_train_loss"] == on_device["final_train_loss"]
 
 
 def test_a_link_failure_mid_run_keeps_the_last_checkpoint(tmp_path, monkeypatch):
@@ -147,15 +185,15 @@ def test_a_link_failure_mid_run_keeps_the_last_checkpoint(tmp_path, monkeypatch)
     from rfsnn.host import backends, link
 
     calls = {"n": 0}
-    real_step = backends.DeviceBackend.step
+    real_train = backends.DeviceBackend.train
 
-    def step(self, *a):
+    def train_steps(self, *a):  # one step per run at 50 steps
         calls["n"] += 1
         if calls["n"] == 12:
-            raise link.LinkError("TRAIN_STEP: no valid reply after 4 tries; last: no reply within 1.0 s")
-        return real_step(self, *a)
+            raise link.LinkError("TRAIN_STEPS: no valid reply after 4 tries; last: no reply within 1.0 s")
+        return real_train(self, *a)
 
-    monkeypatch.setattr(backends.DeviceBackend, "step", step)
+    monkeypatch.setattr(backends.DeviceBackend, "train", train_steps)
     s = settings_for("poisson1d", steps=50, eval_every=5, hidden=(8,), t_steps=4, n_train=256)
     with pytest.raises(link.LinkError, match=r"link failed at step 11: .*; the weights of step 9 are in "
                                              r".*checkpoint\.npz; continue with `rfsnn train --resume "):
