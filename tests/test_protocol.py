@@ -11,7 +11,7 @@ from rfsnn.sim.contract import protocol as P
 from rfsnn.host.link import Device, LinkError, LoopbackTransport
 from rfsnn.sim.endpoint import DeviceEndpoint
 from rfsnn.sim.contract.config import DeviceConfig
-from rfsnn.sim.golden import GoldenModel
+from rfsnn.sim.golden import GoldenModel, base_loss
 from rfsnn.sim.golden_device import GoldenDevice
 from rfsnn.host.backends import random_problem
 from rfsnn.sim.learner_sim import make_steps
@@ -292,3 +292,65 @@ def test_bad_data_is_refused_before_anything_is_sent():
     with pytest.raises(ValueError, match=r"a training set of 4097 samples; the device holds 1..4096"):
         dev.upload_set(np.zeros((4097, 2)), np.zeros((4097, 1)))
     assert line.bytes_sent == sent
+
+
+def _set_run(cfg, dev, params, samples, seed=7):
+    """Weights and a training set of `samples` on `dev`."""
+    _, x, t = random_problem(cfg, samples, seed=seed)
+    dev.write_params(params)
+    dev.upload_set(x, t)
+    return x, t
+
+
+@pytest.mark.parametrize("fault", ["drop-request", "corrupt-request", "garbage-before", "drop-reply",
+                                   "corrupt-reply", "duplicate-reply"])
+def test_runs_on_the_device_set_are_recovered_and_never_train_twice(fault):
+    """A TRAIN_STEPS run whose frame or reply is lost is sent again: a run that did not happen runs
+    now, one that did is answered "repeated" with its loss sum; the weights end as in a clean session,
+    which are those of the golden model stepping through the contract's batch stream."""
+    from rfsnn.sim.contract import streams
+
+    params, _, _ = random_problem(CFG, 1, seed=3)
+    sp = make_steps(CFG, 20, 1, seed=9, directions=2)[0]
+    endpoint = DeviceEndpoint(GoldenDevice(CFG).execute, CFG)
+    line = FaultyLine(endpoint, {})
+    dev = Device(line, expect=CFG, timeout=0.01)
+    x, t = _set_run(CFG, dev, params, 300)
+    clean = Device(LoopbackTransport(DeviceEndpoint(GoldenDevice(CFG).execute, CFG)), expect=CFG)
+    _set_run(CFG, clean, params, 300)
+    sums = [dev.train_steps(sp, 20, 3, data_seed=5)]
+    line.faults = {line.n: fault}
+    sums.append(dev.train_steps(sp, 20, 4, data_seed=streams.advance(5, 3 * 32 * 21, CFG)))
+    state = 5
+    want = [clean.train_steps(sp, 20, 3, data_seed=state)]
+    want.append(clean.train_steps(sp, 20, 4, data_seed=streams.advance(state, 3 * 32 * 21, CFG)))  # 3 steps on
+    assert sums == want and endpoint.steps_done == 7
+    assert all(np.array_equal(a, b) for a, b in zip(dev.read_params(), clean.read_params()))
+    g, p, losses = GoldenModel(CFG), params, []
+    for k in range(7):
+        draw = streams.draw_step(state, 300, 20, CFG)
+        step = dataclasses.replace(sp, seed=draw.seed, layer_start=streams.layer_start_after(sp.layer_start, k if k < 3 else k - 3, 2, CFG.n_layers))  # each run from sp's
+        p, res = g.train_step(p, x[draw.indices], t[draw.indices], step)
+        losses.append(base_loss(res.losses))
+        state = draw.next_state
+    assert sums == [sum(losses[:3]), sum(losses[3:])]
+    assert all(np.array_equal(a, b) for a, b in zip(dev.read_params(), p))
+    assert dev.retried == (0 if fault in ("garbage-before", "duplicate-reply") else 1)
+
+
+def test_a_run_resent_out_of_turn_is_refused():
+    """TRAIN_STEPS names its first step: a run the device is not at, or one resent after a TRAIN_STEP
+    came between, is RANGE (the host and the device disagree on where training stands), and nothing runs."""
+    params, _, _ = random_problem(CFG, 1, seed=3)
+    sp = make_steps(CFG, 20, 1, seed=9, directions=2)[0]
+    endpoint = DeviceEndpoint(GoldenDevice(CFG).execute, CFG)
+    dev = Device(LoopbackTransport(endpoint), expect=CFG)
+    _set_run(CFG, dev, params, 100)
+    dev.train_steps(sp, 20, 2, data_seed=1)
+    again = [P.train_steps(0, 2)]
+    assert dev.request(again)[0][1] is True  # resent at once: repeated
+    dev.train_step(sp)  # on the last drawn batch
+    for requests in (again, [P.train_steps(9, 1)], [P.train_steps(3, 0)], [P.train_steps(3, 257)]):
+        with pytest.raises(LinkError, match="TRAIN_STEPS.*RANGE"):
+            dev.request(requests)
+    assert endpoint.steps_done == 3
