@@ -121,7 +121,7 @@ class DeviceEndpoint:
                 self.steps_done = (self.steps_done + 1) & 0xFFFF
                 self.stepped, self.last_losses, self.last_run = True, n, None
                 return ok, bytes([n, 0])
-            if self.stepped and step == (self.steps_done - 1) & 0xFFFF:
+            if self.stepped and self.last_run is None and step == (self.steps_done - 1) & 0xFFFF:
                 return ok, bytes([self.last_losses, 1])  # already run: a resent frame
             return LinkStatus.RANGE, b""
         if c == Code.TRAIN_STEPS:

@@ -96,17 +96,18 @@ def overlong_reply_payloads(vb):
             raw_payload(36, infos, vb) + bytes([0x7E, P.Code.STEP_COUNT])]
 
 
-def run_dispatcher(simulate, payloads, first_step=None, refused_frame=True):
+def run_dispatcher(simulate, payloads, set_steps={}, refused_frame=True):
     """The RTL's reply to each payload (and to one frame refused by the decoder, if refused_frame);
-    first_step: STEP_COUNT at the start, as if that many steps had been done (no step has run yet)."""
+    set_steps {n: s}: STEP_COUNT is set to s before payload n, as if the steps between had been done
+    (a testbench cannot run 65,536 steps to see the step number wrap)."""
     dut = Top()
     got = []
 
     async def bench(ctx):
-        if first_step is not None:
-            ctx.set(dut.disp.steps_done, first_step)
         ctx.set(dut.reply.ready, 1)
-        for p in payloads + ([None] if refused_frame else []):
+        for n, p in enumerate(payloads + ([None] if refused_frame else [])):
+            if n in set_steps:
+                ctx.set(dut.disp.steps_done, set_steps[n])
             for b in (p or b"\x01\x02"):
                 ctx.set(dut.payload.payload, b)
                 ctx.set(dut.payload.valid, 1)
@@ -164,7 +165,7 @@ def test_a_resent_step_at_the_wrap_of_the_step_number_is_answered_not_refused(si
     endpoint = DeviceEndpoint(GoldenDevice(CFG).execute, CFG)
     endpoint.steps_done = 0xFFFE
     expected = [endpoint._run(p) for p in payloads]
-    got = run_dispatcher(simulate, payloads, first_step=0xFFFE, refused_frame=False)
+    got = run_dispatcher(simulate, payloads, set_steps={0: 0xFFFE}, refused_frame=False)
     assert got == expected
     passes = P.decode_reply(expected[len(load)]).data[0]  # of each step: the losses it computed
     ok, rng = P.LinkStatus.OK, P.LinkStatus.RANGE
@@ -175,11 +176,131 @@ def test_a_resent_step_at_the_wrap_of_the_step_number_is_answered_not_refused(si
     assert endpoint.steps_done == 1
 
 
+def software_replies(payloads, set_steps={}):
+    """The software device's reply to each payload, STEP_COUNT set as run_dispatcher sets it."""
+    endpoint = DeviceEndpoint(GoldenDevice(CFG).execute, CFG)
+    out = []
+    for n, p in enumerate(payloads):
+        endpoint.steps_done = set_steps.get(n, endpoint.steps_done)
+        out.append(endpoint._run(p))
+    return out
+
+
+def assert_same_replies(got, expected):
+    for n, (g, e) in enumerate(zip(got, expected)):
+        assert g == e, f"frame {n}: rtl {P.decode_reply(g)}, software {P.decode_reply(e)}"
+    assert len(got) == len(expected)
+
+
+def summary(replies):
+    return [(r.status, r.done, len(r.data)) for r in map(P.decode_reply, replies)]
+
+
+def test_every_code_is_decoded_whole_and_every_other_byte_is_unknown(simulate):
+    """Codes 0x10.. are told apart by their whole byte (tables indexed by the low 4 bits gave DATA_SEEK
+    NOP's arguments, TRAIN_STEPS SET's, DATA_WRITE INFO's); any other byte ends the frame's requests, and
+    those before it run. The first pass checks the new codes' arguments and replies from the contract's
+    table. No frame here needs the learner's DATA_* or TRAIN_STEPS (TRAIN_STEPS(9, ..) is out of step)."""
+    vb = P.value_bytes(CFG)
+    infos, far = [P.info(0)] * 60, P.train_steps(9, 1)
+    payloads = [
+        bytes([40]) + P.info(0).encode(vb) + bytes([0x13]),  # UNKNOWN, though its low 4 bits are PARAM_SEEK's
+        bytes([41]) + P.step_count().encode(vb) + bytes([0x1A, 0, 0]),  # nor TRAIN_STEP(0)
+        bytes([42, P.Code.NOP, 0x8F]),
+        bytes([43]) + P.info(1).encode(vb) + bytes([0xFF]) + P.info(0).encode(vb) * 63,
+        bytes([44, 0xFF, P.Code.NOP]),
+        bytes([45, P.Code.NOP, P.Code.DATA_SEEK]),  # its argument runs past the end: BAD_LENGTH, not a NOP
+        bytes([46]) + far.encode(vb)[:-1],  # count cut short
+        bytes([47]) + far.encode(vb),  # TRAIN_STEPS' 4 argument bytes, not SET's 5
+        bytes([48]) + P.data_write([3, -4]).encode(vb)[:-vb],  # the second value is missing
+        bytes([49, P.Code.DATA_WRITE, 0, P.Code.NOP, P.Code.STEP_COUNT]),  # no values: no learner command
+        raw_payload(50, [far] * 28, vb),  # 3 + 28 x 9 = 255: fits
+        raw_payload(51, [far] * 29, vb),  # 264: refused
+        raw_payload(52, infos + [far], vb),  # 3 + 240 + 9 = 252
+        raw_payload(53, infos + [P.info(0), far], vb),  # 256: refused, the INFOs do not run
+    ]
+    expected = software_replies(payloads)
+    assert_same_replies(run_dispatcher(simulate, payloads, refused_frame=False), expected)
+    ok, rng, unknown, bad = P.LinkStatus.OK, P.LinkStatus.RANGE, P.LinkStatus.UNKNOWN, P.LinkStatus.BAD_LENGTH
+    assert summary(expected) == [
+        (unknown, 1, 4), (unknown, 1, 2), (unknown, 1, 0), (unknown, 1, 4), (unknown, 0, 0),
+        (bad, 0, 0), (bad, 0, 0), (rng, 0, 0), (bad, 0, 0), (ok, 3, 2),
+        (rng, 0, 0), (bad, 0, 0), (rng, 60, 240), (bad, 0, 0)]
+
+
+def training_set_frames():
+    """Six samples into the device's training set, and the registers TRAIN_STEPS draws batches with."""
+    _, registers, _ = setup_frames()
+    _, x, t = random_problem(CFG, 6, seed=5)
+    rows = np.concatenate([x, t], axis=1).ravel()
+    return [
+        [P.info(0), P.data_seek(0), P.data_write(rows[:10])],  # ends inside sample 2
+        [P.data_write(rows[10:16]), P.step_count(), P.data_seek(4), P.data_write(rows[16:])],
+        [P.data_seek(CFG.max_samples)],  # beyond the set: RANGE
+        [P.set_register(0, 4), P.set_register(9, 6), P.set_register(10, 0x1234_5678)] + registers,
+    ]
+
+
+def test_train_steps_runs_are_answered_like_the_software_device(simulate):
+    """Runs of 1 and 3 steps; a resend is answered (repeated = 1, the stored sum) until a TRAIN_STEP or
+    another run; any other step number is RANGE, and so are the counts the learner refuses (0, 257)."""
+    vb = P.value_bytes(CFG)
+    load, _, reads = setup_frames()
+    frames = load + training_set_frames() + [
+        [P.train_steps(0, 1)],
+        [P.step_count(), P.train_steps(1, 3), P.step_count()] + reads,
+        [P.train_steps(1, 3), P.step_count()],  # resent: answered, not run
+        [P.train_steps(0, 1)],  # an older run: RANGE
+        [P.train_steps(1, 2)],  # not the run kept: another count,
+        [P.train_steps(2, 3)],  # another first step
+        [P.train_steps(5, 1)],  # out of step
+        [P.info(0), P.train_steps(4, 0)],  # the learner refuses: RANGE, DONE 1
+        [P.train_steps(4, 257)],
+        [P.nop(), P.train_steps(1, 3), P.read_loss(0)],  # refusals leave the run kept
+        [P.train_step(4)],  # runs, and drops the kept run
+        [P.train_steps(1, 3)],
+        [P.train_steps(5, 3), P.param_seek(0), P.param_read(15), P.step_count()],
+        [P.train_step(7)],  # the last step of that run: answered with the last TRAIN_STEP's losses
+    ]
+    payloads = [P.encode_request_payload(n, f, vb) for n, f in enumerate(frames)]
+    expected = software_replies(payloads)
+    assert_same_replies(run_dispatcher(simulate, payloads, refused_frame=False), expected)
+    ok, rng = P.LinkStatus.OK, P.LinkStatus.RANGE
+    runs = [P.decode_reply(e) for e in expected[len(load) + 4:]]
+    assert [(r.status, r.done) for r in runs] == [(ok, 1), (ok, 6), (ok, 2), (rng, 0), (rng, 0), (rng, 0), (rng, 0),
+                                                  (rng, 1), (rng, 0), (ok, 3), (ok, 1), (rng, 0), (ok, 4), (ok, 1)]
+    run_of_3, resent = runs[1].data[2:11], runs[2].data[:9]
+    assert run_of_3[8] == 0 and resent == run_of_3[:8] + b"\x01" and runs[9].data[:9] == resent
+    assert runs[12].data[-2:] == (8).to_bytes(2, "little")
+
+
+def test_a_run_kept_over_the_wrap_of_the_step_number_is_answered_and_a_train_step_drops_it(simulate):
+    """A run from step 65534 of 3 ends at STEP_COUNT 1 and, resent, is answered. After a TRAIN_STEP,
+    the same run is RANGE even with STEP_COUNT back at 1 (set, as if 65,535 more steps had run)."""
+    vb = P.value_bytes(CFG)
+    load, _, _ = setup_frames()
+    frames = load + training_set_frames() + [
+        [P.train_steps(0xFFFE, 3)], [P.train_steps(0xFFFE, 3), P.step_count()],
+        [P.train_step(1)], [P.train_steps(0xFFFE, 3)]]
+    payloads = [P.encode_request_payload(n, f, vb) for n, f in enumerate(frames)]
+    set_steps = {0: 0xFFFE, len(frames) - 1: 1}
+    expected = software_replies(payloads, set_steps)
+    assert_same_replies(run_dispatcher(simulate, payloads, set_steps, refused_frame=False), expected)
+    run, resent, step, dropped = map(P.decode_reply, expected[-4:])
+    assert run.status == P.LinkStatus.OK and run.data[8] == 0
+    assert resent.data == run.data[:8] + b"\x01" + (1).to_bytes(2, "little")
+    assert step.status == P.LinkStatus.OK and step.data[1] == 0  # the TRAIN_STEP ran
+    assert dropped.status == P.LinkStatus.RANGE
+
+
 def test_the_software_device_bulk_path_answers_like_its_per_command_path():
     """GoldenDevice's vectorised pointer commands (used by rfsnn train) change nothing but speed."""
     plain, fast = GoldenDevice(CFG), GoldenDevice(CFG)
     a, b = DeviceEndpoint(plain.execute, CFG), DeviceEndpoint(fast.execute, CFG, bulk=fast)
-    for p in scripts():
+    vb = P.value_bytes(CFG)
+    train = [P.encode_request_payload(n, f, vb) for n, f in enumerate(training_set_frames())]
+    for p in scripts() + train:
         assert a._run(p) == b._run(p)
     assert all(np.array_equal(x, y) for x, y in zip(plain.params, fast.params))
     assert np.array_equal(plain.x, fast.x) and np.array_equal(plain.t, fast.t) and np.array_equal(plain.y, fast.y)
+    assert np.array_equal(plain.set_x, fast.set_x) and np.array_equal(plain.set_t, fast.set_t)

@@ -12,6 +12,7 @@ The gateware form of rfsnn.sim.endpoint.DeviceEndpoint (docs/protocol.md), which
   at the end, hence the buffer.
 PARAM_SEEK walks the learner's parameter pointer forward (PARAM_REWIND, then one PARAM_READ per
 parameter skipped): no division in gateware, and a few thousand clocks at most.
+TRAIN_STEPS keeps its last run (first step, count, loss sum) to answer the same request resent.
 """
 from __future__ import annotations
 
@@ -23,17 +24,21 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from rfsnn.sim.contract.commands import Op, Status
-from rfsnn.sim.contract.config import DeviceConfig
+from rfsnn.sim.contract.config import MAX_RUN_STEPS, DeviceConfig
 from rfsnn.sim.contract.protocol import MAX_PAYLOAD, REFUSED_SEQ, REQUESTS, Code, value_bytes
 
 from ..commands import COMMAND, RESPONSE
 from .framing import PAYLOAD_BYTE, FrameStatus, verdict_layout
 
-# From the contract's request table: fixed argument bytes (None: a count byte, then count values),
-# fixed reply bytes (the reads of values reply count x VB), and the requests that are one command.
-ARG_BYTES = {code: spec.arg_bytes for code, spec in REQUESTS.items()}
+# From the contract's request table: fixed argument bytes, fixed reply bytes, the requests that are one
+# command, those that carry a count byte and count values (the writes), and those whose reply is count
+# x VB (the reads, whose argument is the count).
+ARG_BYTES = {code: spec.arg_bytes for code, spec in REQUESTS.items() if spec.arg_bytes}
 REPLY_BYTES = {code: spec.reply_bytes for code, spec in REQUESTS.items() if spec.reply_bytes}
 SIMPLE = {code: spec.op for code, spec in REQUESTS.items() if spec.op is not None}
+BULK_WRITES = [code for code, spec in REQUESTS.items() if spec.arg_bytes is None]
+BULK_READS = [code for code, spec in REQUESTS.items() if spec.reply_bytes is None]
+WRITE_OPS = {Code.PARAM_WRITE: Op.PARAM_WRITE, Code.SAMPLE_WRITE: Op.SAMPLE_WRITE, Code.DATA_WRITE: Op.DATA_WRITE}
 
 
 class Dispatcher(wiring.Component):
@@ -72,10 +77,15 @@ class Dispatcher(wiring.Component):
         got = Signal(range(arg_bytes))  # the byte of arg the next argument byte goes to
         nbytes = Signal(4)  # bytes still to gather into arg / to append
         count = Signal(9)  # values still to go in a bulk request
-        out_val = Signal(64)  # value being appended to the reply
+        out_val = Signal(8 * max(REPLY_BYTES.values()))  # value being appended to the reply
         steps_done = self.steps_done
         stepped = Signal()  # a step has run since reset: steps_done 0 may then be a wrap, not the start
         last_losses = Signal(8)
+        # the last TRAIN_STEPS run, kept until a TRAIN_STEP or another run; its loss sum is of at most
+        # MAX_RUN_STEPS losses of loss_bits each (docs/fixed-point.md section 7), not the reply's 64 bits
+        run_kept = Signal()
+        run_step, run_count = Signal(16), Signal(range(MAX_RUN_STEPS + 1))
+        run_sum = Signal(cfg.loss_bits + (MAX_RUN_STEPS - 1).bit_length())
         # pass 1: reply data bytes of the requests checked so far; past MAX_PAYLOAD - 3 the frame is refused
         reply_due = Signal(range(MAX_PAYLOAD - 3 + 255 * vb + 1))
         skip = Signal(32)  # PARAM_SEEK: parameters still to walk past
@@ -85,15 +95,12 @@ class Dispatcher(wiring.Component):
         then_reads = Signal()  # APPEND returns to READS (a bulk read) instead of the next request
         rlen_at_start = Signal.like(rlen)  # reply data before this request: a refused request adds none
 
-        def known_of(v):
-            return Cat(*[v == c for c in Code]).any()
+        def one_of(v, codes):
+            return Cat(*[v == c for c in codes]).any()
 
-        def bulk_of(v):
-            return (v == Code.PARAM_WRITE) | (v == Code.SAMPLE_WRITE)
-
-        fixed = Array([C(ARG_BYTES[Code(c)] or 0, 4) if c in Code._value2member_map_ else C(0, 4) for c in range(16)])
-        reply_bytes = Array([C(REPLY_BYTES.get(Code(c), 0) if c in Code._value2member_map_ else 0, 4)
-                             for c in range(16)])
+        # Looked up by the whole code byte once it is one of Code (any other byte may be past their end)
+        fixed = Array([C(ARG_BYTES.get(c, 0), 4) for c in range(max(Code) + 1)])
+        reply_bytes = Array([C(REPLY_BYTES.get(c, 0), 4) for c in range(max(Code) + 1)])
 
         m.d.comb += [self.cmd.payload.op.eq(c_op), self.cmd.payload.index.eq(c_index), self.cmd.payload.data.eq(c_data)]
         value_in = Signal(signed(8 * vb))  # a value gathered from the request, sign-extended below
@@ -151,19 +158,19 @@ class Dispatcher(wiring.Component):
             with m.State("CHECK_CODE"):
                 byte = rq_r.data
                 m.d.comb += rq_r.addr.eq(pos + 1)
-                with m.If((pos >= length) | ~known_of(byte)):  # the end, or an unknown code: pass 2 stops there
+                with m.If((pos >= length) | ~one_of(byte, Code)):  # the end, or an unknown code: pass 2 stops there
                     m.d.sync += [pos.eq(1), done.eq(0), rlen.eq(0), status.eq(Status.OK)]
                     m.next = "RUN"
-                with m.Elif(bulk_of(byte)):
+                with m.Elif(one_of(byte, BULK_WRITES)):
                     m.next = "CHECK_COUNT"
                 with m.Else():
-                    nxt = pos + 1 + fixed[rq_r.data[:4]]
+                    nxt = pos + 1 + fixed[byte]
                     with m.If(nxt > length):
                         m.next = "BAD_LENGTH"
-                    with m.Elif((byte == Code.PARAM_READ) | (byte == Code.OUTPUT_READ)):
+                    with m.Elif(one_of(byte, BULK_READS)):
                         m.next = "CHECK_READ_COUNT"  # its reply length is in its argument
                     with m.Else():
-                        m.d.sync += [pos.eq(nxt), reply_due.eq(reply_due + reply_bytes[byte[:4]])]
+                        m.d.sync += [pos.eq(nxt), reply_due.eq(reply_due + reply_bytes[byte])]
                         m.next = "CHECK"
             with m.State("CHECK_READ_COUNT"):  # the count byte of a bulk read is on the read port
                 m.d.sync += [pos.eq(pos + 2), reply_due.eq(reply_due + rq_r.data * vb)]
@@ -188,12 +195,12 @@ class Dispatcher(wiring.Component):
                 with m.If(pos >= length):
                     m.d.sync += pos.eq(0)
                     m.next = "REPLY"
-                with m.Elif(~known_of(byte)):
+                with m.Elif(~one_of(byte, Code)):
                     m.d.sync += [status.eq(Status.UNKNOWN), pos.eq(0)]
                     m.next = "REPLY"
                 with m.Else():
                     m.d.sync += [pos.eq(pos + 1), arg.eq(0), got.eq(0),
-                                 nbytes.eq(Mux(bulk_of(byte), 1, fixed[byte[:4]]))]
+                                 nbytes.eq(Mux(one_of(byte, BULK_WRITES), 1, fixed[byte]))]
                     m.next = "ARGS"
             with m.State("ARGS"):  # gather nbytes argument bytes into arg, little-endian
                 with m.If(nbytes == 0):
@@ -212,7 +219,7 @@ class Dispatcher(wiring.Component):
                         with m.Case(c):
                             if c == Code.SET:
                                 command(op, arg[:8], arg[8:40])
-                            elif c == Code.SAMPLE_SEEK:
+                            elif c in (Code.SAMPLE_SEEK, Code.DATA_SEEK):
                                 command(op, 0, arg[:16])
                             else:
                                 command(op, arg[:8], 0)
@@ -226,8 +233,23 @@ class Dispatcher(wiring.Component):
                         with m.If(arg[:16] == steps_done):
                             command(Op.TRAIN_STEP)
                             m.next = "TRAIN"
-                        with m.Elif(stepped & (arg[:16] == (steps_done - 1)[:16])):
+                        # A resend of the last TRAIN_STEP; after a run, the step before STEP_COUNT was the
+                        # run's, whose reply is TRAIN_STEPS': RANGE.
+                        with m.Elif(stepped & ~run_kept & (arg[:16] == (steps_done - 1)[:16])):
                             m.d.sync += [out_val.eq(Cat(last_losses, C(1, 8))), nbytes.eq(2)]
+                            m.next = "APPEND"
+                        with m.Else():
+                            m.d.sync += status.eq(Status.RANGE)
+                            m.next = "STOP"
+                    with m.Case(Code.TRAIN_STEPS):
+                        first, n_steps = arg[:16], arg[16:32]
+                        with m.If(first == steps_done):
+                            command(Op.TRAIN_STEPS, 0, n_steps)
+                            m.next = "TRAIN_RUN"
+                        # A resend: the reference also asks that steps_done be first + count, which holds
+                        # while a run is kept (only a TRAIN_STEP, which drops it, or a run moves steps_done).
+                        with m.Elif(run_kept & (first == run_step) & (n_steps == run_count)):
+                            m.d.sync += [out_val.eq(run_sum), out_val[64:].eq(1), nbytes.eq(9)]  # repeated = 1
                             m.next = "APPEND"
                         with m.Else():
                             m.d.sync += status.eq(Status.RANGE)
@@ -241,21 +263,28 @@ class Dispatcher(wiring.Component):
                             m.d.sync += skip.eq(base[layer[:4]] + row * row_len[layer[:4]] + col)
                             command(Op.PARAM_REWIND)
                             m.next = "SEEK"
-                    with m.Case(Code.PARAM_READ, Code.OUTPUT_READ):
+                    with m.Case(*BULK_READS):
                         m.d.sync += count.eq(arg[:8])
                         m.next = "READS"
-                    with m.Case(Code.PARAM_WRITE, Code.SAMPLE_WRITE):
+                    with m.Case(*BULK_WRITES):
                         m.d.sync += count.eq(arg[:8])
                         m.next = "WRITES"
             # -- learner commands --
             with m.State("SIMPLE"):
                 with response_ok():
-                    m.d.sync += [out_val.eq(self.rsp.payload.data), nbytes.eq(reply_bytes[code[:4]])]
+                    m.d.sync += [out_val.eq(self.rsp.payload.data), nbytes.eq(reply_bytes[code])]
                     m.next = "APPEND"
             with m.State("TRAIN"):
                 with response_ok():
                     m.d.sync += [steps_done.eq(steps_done + 1), stepped.eq(1), last_losses.eq(self.rsp.payload.data[:8]),
-                                 out_val.eq(self.rsp.payload.data[:8]), nbytes.eq(2)]
+                                 run_kept.eq(0), out_val.eq(self.rsp.payload.data[:8]), nbytes.eq(2)]
+                    m.next = "APPEND"
+            with m.State("TRAIN_RUN"):  # c_data still holds the count the learner took (1..MAX_RUN_STEPS)
+                with response_ok():
+                    m.d.sync += [steps_done.eq(steps_done + c_data[:16]), stepped.eq(1),
+                                 run_kept.eq(1), run_step.eq(steps_done), run_count.eq(c_data),
+                                 run_sum.eq(self.rsp.payload.data),
+                                 out_val.eq(self.rsp.payload.data), nbytes.eq(9)]  # repeated = 0
                     m.next = "APPEND"
             with m.State("SEEK"):  # the rewind, then one PARAM_READ per parameter skipped (answers ignored)
                 self._exchange(m, sent)
@@ -292,7 +321,10 @@ class Dispatcher(wiring.Component):
                 take_byte()
                 m.next = "VALUE"
             with m.State("WRITE_ONE_SEND"):
-                command(Mux(code == Code.PARAM_WRITE, Op.PARAM_WRITE, Op.SAMPLE_WRITE), 0, value_in.as_signed())
+                with m.Switch(code):
+                    for c, op in WRITE_OPS.items():
+                        with m.Case(c):
+                            command(op, 0, value_in.as_signed())
                 m.next = "WRITE_ONE"
             with m.State("WRITE_ONE"):
                 with response_ok():
