@@ -38,9 +38,11 @@ class BoardTarget:
 
 # The task's default network (2-64-1, T = 16) on the ECP5 boards. The UP5K's 5280 logic cells hold the
 # learner's control logic only just (docs/boards.md): its default is a small device with a 32-bit loss
-# and 16-bit steps. Trained on mexican-hat (`rfsnn train --device-config` with this configuration) it
-# gives the same weights, bit for bit, as the default widths: neither register saturates there.
-_SMALL = DeviceConfig(layers=(2, 16, 1), t_steps=8, max_batch=64, max_directions=4, loss_bits=32, step_bits=16)
+# and 16-bit steps, and no training set (its host streams every batch: no drawer logic). Trained on
+# mexican-hat (`rfsnn train --device-config` with this configuration) it gives the same weights, bit for
+# bit, as the default widths: neither register saturates there.
+_SMALL = DeviceConfig(layers=(2, 16, 1), t_steps=8, max_batch=64, max_directions=4, loss_bits=32, step_bits=16,
+                      max_samples=0)
 
 TARGETS = {t.name: t for t in [
     BoardTarget("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", 12.0, _SMALL, 1, 1,

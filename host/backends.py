@@ -200,7 +200,7 @@ class DeviceBackend(Backend):
                     batch=(self.set_x[draw.indices], self.set_t[draw.indices]),
                     next_batch=(self.set_x[after.indices], self.set_t[after.indices]), loaded=self._loaded_for == i)
                 self._loaded_for = i + 1
-                total += base_loss(reply.losses)
+                total += base_loss(reply.losses, sp.difference)
                 n_losses = len(reply.losses)
                 self.data_state, draw = draw.next_state, after
         self._params = None

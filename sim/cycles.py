@@ -1,5 +1,5 @@
-"""The learner's cycle model: the clocks an INFER or a TRAIN_STEP takes, exactly, for networks with one
-hidden layer (every board's default), from the gateware's schedule (docs/rtl.md).
+"""The learner's cycle model: the clocks an INFER, a TRAIN_STEP or a TRAIN_STEPS run takes, exactly, for
+networks with one hidden layer (every board's default), from the gateware's schedule (docs/rtl.md).
 
 These are the clocks the device's CYCLES_LAST counter reports. tests/test_cycles.py checks the model
 against the gateware in Amaranth's simulator over shapes, lanes and step options, and the shipped board
@@ -9,9 +9,11 @@ which this model does not predict: `train_step_cycles` refuses them.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from .contract.config import ConfigError, DeviceConfig, StepParams
+from .contract.streams import layer_start_after, words_per_step
 
 # Clocks between a chunk's last input item and the readout (IN_DRAIN, then COUNT_DRAIN while the last
 # currents pass the execute stage and the spike-count table) and after a readout chunk (OUT_DRAIN).
@@ -25,6 +27,10 @@ FIRST_DRAW, DRAW_SEEN, DRAW_GAP = 1, 2, 2
 # drawn already, and from the end of its last pass to DRAWN of the next direction besides StepUnit's
 # clocks (STEP_K, STEP_WAIT's last clock, STEP_STORE, the clock the pass's end is seen).
 PASS_START, AFTER_PASSES = 1, 4
+# A TRAIN_STEPS step's draw (rtl/learner/draw.py, BatchDrawer): its B + 1 stream words, one per clock from
+# the clock after the run's command (or the last step's end), then the pipeline's multiply, set-memory
+# read and batch write of the last sample; the step starts in the clock of that write.
+DRAW_PIPELINE = 3
 
 
 def loss_lanes(sample_lanes: int) -> int:
@@ -106,3 +112,20 @@ def train_step_cycles(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, b
         draw = max(drawn + DRAW_GAP, (waiting if N == 1 else next_waiting) + 1)
         waiting = next_waiting
     return waiting + cfg.n_params + update_drain(cfg)
+
+
+def batch_draw_cycles(batch: int) -> int:
+    """The draw of one TRAIN_STEPS step's seed and batch, before its TRAIN_STEP starts."""
+    return words_per_step(batch) + DRAW_PIPELINE
+
+
+def train_steps_cycles(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, batch: int, sp: StepParams,
+                       steps: int) -> int:
+    """TRAIN_STEPS(steps) with the registers of `sp` (its seed is drawn, and does not change the clocks):
+    per step the draw, then TRAIN_STEP on the batch just written (the lanes hold none of it), with
+    LAYER_START moved on by K after each step (layer-wise, the draws of the next step's directions)."""
+    total = 0
+    for s in range(steps):
+        at = dataclasses.replace(sp, layer_start=layer_start_after(sp.layer_start, s, sp.directions, cfg.n_layers))
+        total += batch_draw_cycles(batch) + train_step_cycles(cfg, neuron_lanes, sample_lanes, batch, at)
+    return total

@@ -98,15 +98,11 @@ class StepResult:
     steps: list[int]  # per direction, in 2**-step_frac weight LSBs, after the clip
     counters: Counters
 
-    @property
-    def base_loss(self) -> int:
-        return base_loss(self.losses)
 
-
-def base_loss(losses: list[int]) -> int:
+def base_loss(losses: list[int], difference: str) -> int:
     """The unperturbed loss (forward difference) or the mean of the +/- pair of direction 0 (central),
-    from a step's losses in evaluation order."""
-    return losses[0] if len(losses) % 2 else (losses[0] + losses[1]) // 2
+    from a step's losses in evaluation order (docs/fixed-point.md section 7)."""
+    return losses[0] if difference == "forward" else (losses[0] + losses[1]) >> 1
 
 
 class GoldenModel:

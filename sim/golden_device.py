@@ -148,7 +148,7 @@ class GoldenDevice:
                 r[Reg.SEED], r[Reg.DATA_SEED] = draw.seed, draw.next_state
                 self.x[:b], self.t[:b] = self.set_x[draw.indices], self.set_t[draw.indices]
                 n = self._train_step()
-                total += base_loss(self.losses[:n])
+                total += base_loss(self.losses[:n], self.step_params().difference)
                 r[Reg.LAYER_START] = streams.layer_start_after(r[Reg.LAYER_START], 1, r[Reg.DIRECTIONS], cfg.n_layers)
             return ok(total)
         if op == Op.READ_LOSS:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .contract.config import DeviceConfig, StepParams, forward_passes
+from .contract.commands import Op
+from .contract.config import MAX_RUN_STEPS, DeviceConfig, StepParams, forward_passes
 from .golden import GoldenModel, StepResult
 
 TOPLEVEL = "learner"
@@ -118,7 +119,7 @@ def make_steps(cfg: DeviceConfig, batch: int, n: int, seed: int = 0, directions:
 
 # ---- running the Verilog ----------------------------------------------------------------------------
 def _run_job(cfg, runs, simulator, neuron_lanes, sample_lanes, build_dir, timeout_cycles=None,
-             verilator_opt=None, quiet=True) -> dict:
+             verilator_opt=None, quiet=True, script=None) -> dict:
     from rfsnn.rtl.learner import Learner
 
     from . import rtlsim
@@ -135,6 +136,8 @@ def _run_job(cfg, runs, simulator, neuron_lanes, sample_lanes, build_dir, timeou
            "runs": [{"params": [np.asarray(p, np.int64).tolist() for p in run["params"]],
                      "x": np.asarray(run["x"], np.int64).tolist(), "t": np.asarray(run["t"], np.int64).tolist(),
                      "steps": [sp.to_dict() for sp in run["steps"]]} for run in runs]}
+    if script is not None:
+        job["script"] = [[int(v) for v in c] for c in script]
     tmp = None
     if build_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix=f"rfsnn-{simulator}-")
@@ -195,6 +198,18 @@ def simulate_runs(cfg: DeviceConfig, runs: list[dict], simulator: str = "icarus"
     """Several runs (dicts of params, x, t, steps) on one build and one simulator process: the device is
     reloaded between runs. Returns {"info", "runs": [per-run results as in `simulate`], ...}."""
     return _run_job(cfg, runs, simulator, neuron_lanes, sample_lanes, build_dir, verilator_opt=verilator_opt)
+
+
+def simulate_script(cfg: DeviceConfig, script, simulator: str = "icarus", neuron_lanes: int = 1, sample_lanes: int = 8,
+                    build_dir=None, verilator_opt: str | None = None) -> list[tuple[int, int]]:
+    """Raw commands (op, index, data) on the exported Verilog, from reset, in order: each one's
+    (status, data), as GoldenDevice.execute answers (tests/test_command_conformance.py)."""
+    # a hang detector: a TRAIN_STEPS of the script's most steps, each at the largest step
+    steps = max([d for op, _, d in script if op == Op.TRAIN_STEPS and 1 <= d <= MAX_RUN_STEPS] + [1])
+    step = rough_cycles(cfg, neuron_lanes, sample_lanes, cfg.max_batch, 2 * cfg.max_directions)
+    timeout = 20 * steps * step + 100_000
+    res = _run_job(cfg, [], simulator, neuron_lanes, sample_lanes, build_dir, timeout, verilator_opt, script=script)
+    return [tuple(r) for r in res["script"]]
 
 
 # ---- comparison -------------------------------------------------------------------------------------

@@ -2,9 +2,9 @@
 step options here; the shipped board configurations on Verilator in test_rtl_board_defaults.py."""
 import pytest
 
-from rfsnn.sim.contract.commands import Op
+from rfsnn.sim.contract.commands import Op, Reg
 from rfsnn.sim.contract.config import ConfigError, DeviceConfig, StepParams
-from rfsnn.sim.cycles import infer_cycles, train_step_cycles
+from rfsnn.sim.cycles import infer_cycles, train_step_cycles, train_steps_cycles
 
 from learnersim import random_problem, run_learner
 
@@ -54,6 +54,43 @@ def test_model_counts_every_clock(layers, N, S, batch, max_directions):
     expected = [infer_cycles(cfg, N, S, batch), infer_cycles(cfg, N, S, batch, loaded=one_group)]
     expected += [train_step_cycles(cfg, N, S, batch, sp, loaded=one_group) for sp in steps]
     assert got == expected
+
+
+def measured_runs(cfg, N, S, batch, runs):
+    """CYCLES_LAST of each TRAIN_STEPS(n) for (StepParams, n) in runs, on a set of 11 samples."""
+    params, x, t = random_problem(cfg, 11, seed=1)
+    out = []
+
+    async def script(s):
+        await s.write_params(params)
+        await s.call(Op.DATA_SEEK, value=0)
+        for v in [v for xs, ts in zip(x, t) for v in list(xs) + list(ts)]:
+            await s.call(Op.DATA_WRITE, value=int(v))
+        for reg, v in ((Reg.SAMPLES, len(x)), (Reg.DATA_SEED, 3), (Reg.BATCH, batch)):
+            await s.call(Op.SET, reg, v)
+        for sp, n in runs:
+            await s.set_step_params(sp)
+            await s.call(Op.TRAIN_STEPS, value=n)
+            out.append((await s.counters())["cycles_last"])
+
+    run_learner(cfg, params, x, t, [], N, S, script=script)
+    return out
+
+
+@pytest.mark.parametrize("layers,N,S,batch", [
+    ((2, 8, 1), 1, 4, 6),  # two groups, the last partly filled
+    ((2, 8, 1), 1, 4, 3),  # one group: loaded once per step, not once per run
+    ((1, 5, 3), 3, 2, 7),  # factor registers; outputs in two chunks
+])
+def test_model_counts_every_clock_of_a_run(layers, N, S, batch):
+    """TRAIN_STEPS: per step the draw (B + 1 stream words and the pipeline), then the step on a batch just
+    written; layer-wise, LAYER_START moves on between steps and with it the draws' lengths."""
+    cfg = DeviceConfig(layers=layers, t_steps=8, max_batch=16, max_directions=4, max_samples=16)
+    runs = [(StepParams(seed=5, directions=K, difference=d, noise=n, scope=sc, stochastic_rounding=sr, sigma=64,
+                        gain_mant=40000, gain_shift=gs, clip=3000), steps)
+            for (K, d, n, sc, sr, gs), steps in zip([STEPS[0], STEPS[4], STEPS[5]], [1, 3, 2])]
+    got = measured_runs(cfg, N, S, batch, runs)
+    assert got == [train_steps_cycles(cfg, N, S, batch, sp, steps) for sp, steps in runs]
 
 
 def test_model_refuses_what_it_cannot_predict():

@@ -331,7 +331,7 @@ def test_runs_on_the_device_set_are_recovered_and_never_train_twice(fault):
         draw = streams.draw_step(state, 300, 20, CFG)
         step = dataclasses.replace(sp, seed=draw.seed, layer_start=streams.layer_start_after(sp.layer_start, k if k < 3 else k - 3, 2, CFG.n_layers))  # each run from sp's
         p, res = g.train_step(p, x[draw.indices], t[draw.indices], step)
-        losses.append(base_loss(res.losses))
+        losses.append(base_loss(res.losses, sp.difference))
         state = draw.next_state
     assert sums == [sum(losses[:3]), sum(losses[3:])]
     assert all(np.array_equal(a, b) for a, b in zip(dev.read_params(), p))

@@ -260,7 +260,7 @@ def test_train_steps_runs_are_answered_like_the_software_device(simulate):
         [P.train_step(4)],  # runs, and drops the kept run
         [P.train_steps(1, 3)],
         [P.train_steps(5, 3), P.param_seek(0), P.param_read(15), P.step_count()],
-        [P.train_step(7)],  # the last step of that run: answered with the last TRAIN_STEP's losses
+        [P.train_step(7)],  # the last step of that run, resent as a TRAIN_STEP: RANGE (the step was the run's)
     ]
     payloads = [P.encode_request_payload(n, f, vb) for n, f in enumerate(frames)]
     expected = software_replies(payloads)
@@ -268,7 +268,7 @@ def test_train_steps_runs_are_answered_like_the_software_device(simulate):
     ok, rng = P.LinkStatus.OK, P.LinkStatus.RANGE
     runs = [P.decode_reply(e) for e in expected[len(load) + 4:]]
     assert [(r.status, r.done) for r in runs] == [(ok, 1), (ok, 6), (ok, 2), (rng, 0), (rng, 0), (rng, 0), (rng, 0),
-                                                  (rng, 1), (rng, 0), (ok, 3), (ok, 1), (rng, 0), (ok, 4), (ok, 1)]
+                                                  (rng, 1), (rng, 0), (ok, 3), (ok, 1), (rng, 0), (ok, 4), (rng, 0)]
     run_of_3, resent = runs[1].data[2:11], runs[2].data[:9]
     assert run_of_3[8] == 0 and resent == run_of_3[:8] + b"\x01" and runs[9].data[:9] == resent
     assert runs[12].data[-2:] == (8).to_bytes(2, "little")

@@ -29,29 +29,38 @@ def run(dut, *benches):
 
 
 def test_set_takes_legal_values_and_refuses_the_rest():
+    """Every register; DATA_SEED is no register here: a legal value loads the drawer's stream (draw.load)."""
     dut = front_end()
     limits = register_limits(CFG)
-    seen = []
+    seen, loads = [], []
+
+    async def drawer(ctx):
+        async for _, _, load, data_seed in ctx.tick().sample(dut.draw.load, dut.draw.data_seed):
+            if load:
+                loads.append(data_seed)
 
     async def bench(ctx):
         transact = amaranth_transact(ctx, dut)
-        assert [ctx.get(dut.batch), ctx.get(dut.directions), ctx.get(dut.sigma), ctx.get(dut.gain_shift)] == [1, 1, 64, 1]
+        assert [ctx.get(dut.batch), ctx.get(dut.directions), ctx.get(dut.sigma), ctx.get(dut.gain_shift),
+                ctx.get(dut.samples)] == [1, 1, 64, 1, 1]
         for reg in Reg:
             name = reg.name.lower()
             lo, hi = limits[name]
-            before = ctx.get(Value.cast(getattr(dut, name)))
+            register = None if reg == Reg.DATA_SEED else Value.cast(getattr(dut, name))
+            value_of = (lambda: len(loads)) if register is None else lambda: ctx.get(register)
+            before = value_of()
             for value in [hi + 1, lo - 1, 1 << 40]:
                 if value >= 0:
                     seen.append((name, value, (await transact(Op.SET, reg, value & MASK))[0]))
-                    assert ctx.get(Value.cast(getattr(dut, name))) == before, (name, value)
+                    assert value_of() == before, (name, value)
             assert await transact(Op.SET, reg, hi) == (Status.OK, 0)
-            assert ctx.get(Value.cast(getattr(dut, name))) == hi, name
+            assert (loads == [hi]) if reg == Reg.DATA_SEED else value_of() == hi, name
         assert (await transact(Op.SET, len(Reg), 0))[0] == Status.RANGE
         assert await transact(Op.SET, Reg.MODE, 0b0101) == (Status.OK, 0)
         assert [ctx.get(dut.mode.gauss4), ctx.get(dut.mode.forward), ctx.get(dut.mode.layerwise),
                 ctx.get(dut.mode.stochastic_rounding)] == [1, 0, 1, 0]
 
-    run(dut, bench)
+    run(dut, bench, drawer)
     assert seen and all(status == Status.RANGE for _, _, status in seen), seen
 
 

@@ -10,8 +10,11 @@ def test_default_build_map():
     """The table in docs/rtl.md (2-64-1, N = 1, S = 8, max_batch 256, max_directions 32), which
     Learner.memory_map() reports."""
     assert MemoryMap(DeviceConfig(), 1, 8).sizes() == {
-        "w0": (192, 16), "w1": (65, 16), "x": (256, 32), "t": (256, 16), "y": (256, 16), "count": (64, 40), "factors": (133, 96), "pass_factors": (266, 3), "loss": (65, 48),
+        "w0": (192, 16), "w1": (65, 16), "x": (256, 32), "t": (256, 16), "y": (256, 16), "set_x": (4096, 32),
+        "set_t": (4096, 16), "count": (64, 40), "factors": (133, 96), "pass_factors": (266, 3), "loss": (65, 48),
         "step": (32, 24)}
+    # no training set (the iCEBreaker's build): no set RAMs
+    assert not {"set_x", "set_t"} & set(MemoryMap(DeviceConfig(max_samples=0), 1, 8).sizes())
 
 
 def test_transparent_where_a_word_is_read_in_the_clock_it_is_written():

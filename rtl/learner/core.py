@@ -2,7 +2,8 @@
 
 It computes what docs/fixed-point.md defines (bit-exact with rfsnn.sim.golden) and trains on its own:
 the host loads weights and a batch, sends step parameters and TRAIN_STEP, and reads losses back; no
-weight crosses the link during a step.
+weight crosses the link during a step. With a training set (cfg.max_samples > 0) the host loads the set
+once and TRAIN_STEPS runs up to 256 steps, each on a batch the drawer draws from it (section 7).
 
 Lanes. P = neuron_lanes (N) x sample_lanes (S) arithmetic lanes, lane p = s * N + n. A weight RAM word
 holds N weights of one presynaptic input j for N consecutive output neurons (word (j, c) = weights
@@ -14,6 +15,8 @@ Blocks, one job each:
   walker     ParamWalker: the canonical parameter order, for PARAM_* and the update pass
   sequencer  StepSequencer: INFER and TRAIN_STEP as passes, directions, steps and the update pass
   forward    ForwardEngine: one forward pass over the batch and its loss
+  drawer     BatchDrawer: a TRAIN_STEPS step's seed and batch, from the batch stream and the set
+             (only with a training set)
   mem        Memories: every RAM, laid out by MemoryMap
 """
 from __future__ import annotations
@@ -26,6 +29,7 @@ from rfsnn.sim.contract.commands import info_words
 from rfsnn.sim.contract.config import ConfigError, DeviceConfig
 
 from ..commands import COMMAND, RESPONSE
+from .draw import BatchDrawer
 from .forward import ForwardEngine
 from .frontend import CommandFrontEnd
 from .memories import Memories, MemoryMap
@@ -75,7 +79,17 @@ class Learner(wiring.Component):
         m.d.comb += [getattr(seq, reg).eq(getattr(fe, reg))
                      for reg in ("seed", "directions", "mode", "layer_start", "gain_mant", "gain_shift", "clip")]
         m.d.comb += [fwd.batch.eq(fe.batch), fwd.sigma.eq(fe.sigma), fwd.layerwise.eq(fe.mode.layerwise),
-                     fwd.samples_written.eq(fe.x_wr.en.any() | fe.t_wr.en.any())]
+                     fwd.samples_written.eq(mem.x_wr.en.any() | mem.t_wr.en.any())]
+        users = [fe, walker, seq, fwd]
+        # Write ports two blocks take turns on, the first while it is busy: the batch's (the drawer
+        # during a draw, the front end's SAMPLE_WRITE otherwise).
+        shared_writes = {}
+        if cfg.max_samples:
+            m.submodules.drawer = drawer = BatchDrawer(cfg, self.map)
+            wiring.connect(m, fe.draw, drawer.draw)
+            m.d.comb += [drawer.samples.eq(fe.samples), drawer.batch.eq(fe.batch), fe.base_loss.eq(seq.base_loss)]
+            users.append(drawer)
+            shared_writes = {"x_wr": (drawer, fe), "t_wr": (drawer, fe)}
         wiring.connect(m, seq.run, fwd.run)
         wiring.connect(m, fe.params, walker.host)
         wiring.connect(m, seq.params, walker.update)
@@ -95,7 +109,12 @@ class Learner(wiring.Component):
                 a, b = getattr(first, name), getattr(second, name)
                 m.d.comb += [port.addr.eq(Mux(first.busy, a.addr, b.addr)), port.en.eq(Mux(first.busy, a.en, b.en)),
                              a.data.eq(port.data), b.data.eq(port.data)]
+            elif name in shared_writes:
+                first, second = shared_writes[name]
+                a, b = getattr(first, name), getattr(second, name)
+                m.d.comb += [getattr(port, f).eq(Mux(first.busy, getattr(a, f), getattr(b, f)))
+                             for f in ("addr", "en", "data")]
             else:
-                user, = (block for block in (fe, walker, seq, fwd) if name in block.signature.members)
+                user, = (block for block in users if name in block.signature.members)
                 wiring.connect(m, port, getattr(user, name))
         return m

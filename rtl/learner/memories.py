@@ -67,6 +67,11 @@ class MemoryMap:
         rams["x"] = RAM(data.ArrayLayout(signed(cfg.x_bits), n0), cfg.max_batch, lane_enables=True)
         rams["t"] = RAM(data.ArrayLayout(signed(cfg.y_bits), nL), cfg.max_batch, lane_enables=True)  # targets
         rams["y"] = RAM(data.ArrayLayout(signed(cfg.y_bits), nL), cfg.max_batch, lane_enables=True)  # outputs
+        # The training set (TRAIN_STEPS), laid out as the batch: DATA_WRITE writes a field, the batch
+        # drawer reads a whole sample per clock into the x and t RAMs. Deep: block RAM, never LUT RAM.
+        if cfg.max_samples:
+            rams["set_x"] = RAM(data.ArrayLayout(signed(cfg.x_bits), n0), cfg.max_samples, lane_enables=True)
+            rams["set_t"] = RAM(data.ArrayLayout(signed(cfg.y_bits), nL), cfg.max_samples, lane_enables=True)
         # Membranes and spike counts. Transparent only with a single chunk: a chunk is then read in the
         # clock its last update is written. Otherwise the two never meet, and a block RAM cannot be
         # transparent without extra logic. With one hidden layer its counts are looked up from its input

@@ -20,7 +20,7 @@ READ_STEP). Then the update pass walks the weights in canonical order, one weigh
 The next weights are issued while one is summed and written, so the pass takes n_params + D clocks,
 D = update_write_delay(cfg) (3, or 4 with more than 8 directions), whatever K and step_frac; one
 direction per clock, it took n_params x (max(K, step_frac) + 2). The result is the number of losses
-stored (READ_LOSS).
+stored (READ_LOSS); `base_loss` is the step's base loss, which TRAIN_STEPS sums.
 
 Every pass's loss goes to the loss RAM, every step to the step RAM.
 """
@@ -56,6 +56,9 @@ class StepSequencer(wiring.Component):
             "busy": Out(1),
             "done": Out(1),  # the last clock of the command: `result` is its result
             "result": Out(64),
+            # TRAIN_STEP's base loss, from its first passes: losses[0] (forward differences) or
+            # (losses[0] + losses[1]) >> 1 (central); what TRAIN_STEPS sums
+            "base_loss": Out(cfg.loss_bits),
             # the registers the host sets
             "seed": In(32), "directions": In(range(KMAX + 1)), "mode": In(MODE), "layer_start": In(range(cfg.n_layers)),
             "gain_mant": In(cfg.gain_bits), "gain_shift": In(6), "clip": In(cfg.step_bits - 1),
@@ -129,8 +132,8 @@ class StepSequencer(wiring.Component):
 
     def _commands_and_passes(self, m, fac, pass_no, k, diff, stepping):
         """INFER or TRAIN_STEP starts; each pass's loss goes to the loss RAM and decides what follows."""
-        run, mode = self.run, self.mode
-        plus_loss, base_loss = Signal(self.cfg.loss_bits), Signal(self.cfg.loss_bits)
+        run, mode, base_loss = self.run, self.mode, self.base_loss
+        plus_loss = Signal(self.cfg.loss_bits)
         with m.State("IDLE"):
             with m.If(self.infer):
                 m.d.sync += [run.store_outputs.eq(1), pass_no.eq(0)]
@@ -162,6 +165,8 @@ class StepSequencer(wiring.Component):
                         self._start_pass(m, 3)
                 with m.Else():
                     m.d.sync += diff.eq(plus_loss - run.loss)
+                    with m.If(k == 0):  # central differences: the base loss is direction 0's mean
+                        m.d.sync += base_loss.eq((plus_loss + run.loss) >> 1)
                     m.next = "STEP_K"
 
     def _directions(self, m, fac, stepu, k, steps, dk, stepping):

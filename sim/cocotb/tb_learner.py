@@ -7,9 +7,11 @@ The job comes from a JSON file named by RFSNN_JOB (written by rfsnn.sim.learner_
 
 (a job with "params", "x", "t", "steps" at the top level instead of "runs" is one run). For each run the
 testbench loads the weights and the batch, runs one INFER (loss, outputs y), then each step: clear the
-counters, TRAIN_STEP, read the losses, steps, cycles, the weights and the counters. The results go to
-the JSON file named by RFSNN_RESULTS; comparing them with the golden model is learner_sim's job, so a
-mismatch does not fail this test (a device error, a hang or a refused command does).
+counters, TRAIN_STEP, read the losses, steps, cycles, the weights and the counters. A job may also hold
+"script": [[op, index, data], ...], raw commands sent first, in order, whose responses are recorded as
+they come (refusals included) under "script". The results go to the JSON file named by RFSNN_RESULTS;
+comparing them with the golden model is learner_sim's job, so a mismatch does not fail this test (a
+device error, a hang or a refused command in a run does).
 
 Port mapping: Amaranth exports a stream's struct payload as one flat port, fields packed from bit 0 in
 declaration order (cmd__payload = {data, index, op}, rsp__payload = {data, status}); the offsets are
@@ -125,6 +127,8 @@ async def run_job(dut):
     try:
         info_cfg, n_lanes, s_lanes = await s.info()
         results["info"] = {"config": info_cfg.to_dict(), "neuron_lanes": n_lanes, "sample_lanes": s_lanes}
+        if "script" in job:
+            results["script"] = [list(await link.transact(op, index, data)) for op, index, data in job["script"]]
         for run in job["runs"]:
             params = [np.array(p, np.int64) for p in run["params"]]
             x, t = np.array(run["x"], np.int64), np.array(run["t"], np.int64)
