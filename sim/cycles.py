@@ -114,6 +114,19 @@ def train_step_cycles(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, b
     return waiting + cfg.n_params + update_drain(cfg)
 
 
+def lane_clocks(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, batch: int, sp: StepParams) -> int:
+    """Clocks of a TRAIN_STEP in which the lanes execute an operation: per pass and group of S samples its
+    C1 (n0 + 1) input items and, per output chunk, n1 + 1 readout items (every lane works in such a clock,
+    a partial group's empty lanes too), and the update pass's n_params weights. The other clocks are
+    overhead: loading, drains, the loss, draws, steps (docs/rtl.md, "How busy the array is")."""
+    _one_hidden_layer(cfg)
+    N, S = neuron_lanes, sample_lanes
+    n0, n1, nL = cfg.layers
+    per_group = math.ceil(n1 / N) * (n0 + 1) + math.ceil(nL / N) * (n1 + 1)
+    passes = 2 * sp.directions if sp.difference == "central" else sp.directions + 1
+    return passes * math.ceil(batch / S) * per_group + cfg.n_params
+
+
 def batch_draw_cycles(batch: int) -> int:
     """The draw of one TRAIN_STEPS step's seed and batch, before its TRAIN_STEP starts."""
     return words_per_step(batch) + DRAW_PIPELINE

@@ -71,7 +71,7 @@ class Counters:
     forward_passes: int = 0  # one network evaluation over one batch
     samples: int = 0  # forward passes x batch size
     spikes: list[int] = field(default_factory=list)  # per hidden layer
-    synaptic_ops: int = 0  # event-driven weight additions (one per spike per fan-out), incl. the readout
+    spike_fanout: int = 0  # spikes x fan-out: the additions an event-driven network calls for, incl. the readout's
     input_macs: int = 0  # input-layer multiply-accumulates (once per sample, not per time step)
     update_passes: int = 0
     weight_updates: int = 0
@@ -82,7 +82,7 @@ class Counters:
         if not self.spikes:
             self.spikes = [0] * len(other.spikes)
         self.spikes = [a + b for a, b in zip(self.spikes, other.spikes)]
-        self.synaptic_ops += other.synaptic_ops
+        self.spike_fanout += other.spike_fanout
         self.input_macs += other.input_macs
         self.update_passes += other.update_passes
         self.weight_updates += other.weight_updates
@@ -209,7 +209,7 @@ class GoldenModel:
         y = sat(rshift_round(y_acc, cfg.t_shift) + aug[-1][:, None, :, -1], ylo, yhi)
         V, B = y.shape[:2]
         c = Counters(forward_passes=V, samples=V * B, spikes=[int(t.sum()) for t in totals])
-        c.synaptic_ops = sum(int(totals[l].sum()) * cfg.layers[l + 2] for l in range(len(hidden)))
+        c.spike_fanout = sum(int(totals[l].sum()) * cfg.layers[l + 2] for l in range(len(hidden)))
         c.input_macs = V * B * cfg.layers[0] * cfg.layers[1]
         return y, c
 

@@ -35,7 +35,7 @@ class GoldenDevice:
                      Reg.GAIN_SHIFT: 1, Reg.CLIP: 0, Reg.MODE: 0, Reg.LAYER_START: 0, Reg.SAMPLES: 1,
                      Reg.DATA_SEED: 0}
         self.limits = {Reg[name.upper()]: limits for name, limits in register_limits(cfg).items()}
-        self.counters = {"synaptic_ops": 0, "spikes": [0] * (len(cfg.layers) - 2)}
+        self.counters = {"spike_fanout": 0, "spikes": [0] * (len(cfg.layers) - 2)}
         self.param_pos = 0  # canonical index of the parameter pointer
         self.sample, self.field, self.out_field = 0, 0, 0
         self.set_sample, self.set_field = 0, 0  # the training set's write pointer
@@ -131,7 +131,7 @@ class GoldenDevice:
             return ok(v)
         if op == Op.INFER:
             b = self.regs[Reg.BATCH]
-            before = self.model.counters.spikes[:], self.model.counters.synaptic_ops
+            before = self.model.counters.spikes[:], self.model.counters.spike_fanout
             self.y[:b] = self.model.infer(self.params, self.x[:b])
             self._count(before)
             loss = int(np.minimum(((self.y[:b] - self.t[:b]) ** 2).sum(), cfg.loss_max))
@@ -156,17 +156,17 @@ class GoldenDevice:
         if op == Op.READ_STEP:
             return ok(self.steps[index]) if index < len(self.steps) else refuse
         if op == Op.READ_COUNTER:
-            values = [0, 0, self.counters["synaptic_ops"]] + self.counters["spikes"]
+            values = [0, 0, self.counters["spike_fanout"]] + self.counters["spikes"]
             return ok(values[index]) if index < len(values) else refuse
         if op == Op.CLEAR_COUNTERS:
-            self.counters = {"synaptic_ops": 0, "spikes": [0] * (len(cfg.layers) - 2)}
+            self.counters = {"spike_fanout": 0, "spikes": [0] * (len(cfg.layers) - 2)}
             return ok()
         return Status.UNKNOWN, 0
 
     def _train_step(self) -> int:
         """One training step on the loaded batch; returns the number of losses."""
         b = self.regs[Reg.BATCH]
-        before = self.model.counters.spikes[:], self.model.counters.synaptic_ops
+        before = self.model.counters.spikes[:], self.model.counters.spike_fanout
         self.params, res = self.model.train_step(self.params, self.x[:b], self.t[:b], self.step_params())
         self._count(before)
         self.losses[:len(res.losses)] = res.losses
@@ -240,10 +240,10 @@ class GoldenDevice:
         self.param_pos = min(position, self.cfg.n_params)
 
     def _count(self, before) -> None:
-        spikes, synops = before
+        spikes, fanout = before
         c = self.model.counters
         self.counters["spikes"] = [a + (n - o) for a, n, o in zip(self.counters["spikes"], c.spikes, spikes)]
-        self.counters["synaptic_ops"] += c.synaptic_ops - synops
+        self.counters["spike_fanout"] += c.spike_fanout - fanout
 
     async def transact(self, op: int, index: int, data: int) -> tuple[int, int]:
         """The `transact` coroutine LearnerSession takes."""

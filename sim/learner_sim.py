@@ -71,11 +71,43 @@ def ideal_cycles(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, batch:
     Ideal cycles per step = passes x batch x that / P + n_params / P (the update pass, P weights per
     clock), with passes = 2K (central differences) or K + 1 (forward differences). `spikes` is the
     golden model's Counters.spikes of the step (per hidden layer, summed over the step's passes and the
-    batch), so the event term is summed over passes and samples already. Efficiency = ideal / measured.
+    batch), so the event term is summed over passes and samples already. Work efficiency = ideal / measured
+(step_figures).
     """
     P = neuron_lanes * sample_lanes
     work = n_passes(sp) * batch * sample_work(cfg) + event_work(cfg, spikes)
     return (work + cfg.n_params) / P
+
+
+def multiplies(cfg: DeviceConfig, batch: int, sp: StepParams) -> int:
+    """Multiplies a training step needs: per sample and pass n1 n0 input weights times inputs and
+    nL n_{L-1} readout weights times spike counts (the biases are additions)."""
+    L = cfg.layers
+    return n_passes(sp) * batch * (L[1] * L[0] + L[-1] * L[-2])
+
+
+def step_figures(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, batch: int, sp: StepParams,
+                 spikes: list[int], cycles: int) -> dict[str, float | None]:
+    """How busy the array was in a step of `cycles` clocks (docs/rtl.md, "How busy the array is"), over
+    P = neuron_lanes x sample_lanes lanes:
+    - work_efficiency: the work-optimal ideal (ideal_cycles: each necessary operation once, P per clock)
+      over the cycles;
+    - lane_occupancy: the clocks in which the lanes execute an operation (sim.cycles.lane_clocks) over the
+      cycles; None beyond one hidden layer, where the event replay's clocks follow the spikes;
+    - multiplier_occupancy: the step's multiplies (`multiplies`) over P lane multipliers x the cycles."""
+    from .cycles import lane_clocks
+
+    P = neuron_lanes * sample_lanes
+    return {"work_efficiency": ideal_cycles(cfg, neuron_lanes, sample_lanes, batch, sp, spikes) / cycles,
+            "lane_occupancy": (lane_clocks(cfg, neuron_lanes, sample_lanes, batch, sp) / cycles
+                               if cfg.n_layers == 2 else None),
+            "multiplier_occupancy": multiplies(cfg, batch, sp) / (P * cycles)}
+
+
+def format_figures(figures: dict[str, float | None]) -> str:
+    lanes = figures["lane_occupancy"]
+    return (f"work efficiency {figures['work_efficiency']:.2f}, lane occupancy "
+            f"{'-' if lanes is None else f'{lanes:.2f}'}, multiplier occupancy {figures['multiplier_occupancy']:.2f}")
 
 
 def rough_cycles(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, batch: int, passes: int) -> int:
@@ -183,7 +215,7 @@ def simulate(cfg: DeviceConfig, params, x, t, steps: list[StepParams], simulator
     """One run (load, INFER, then each step) on the exported Verilog. Returns a dict:
     info {config, neuron_lanes, sample_lanes}, infer_loss, y (B x nL), and steps: one dict
     per step with losses, steps, cycles, seconds (simulator wall clock inside TRAIN_STEP), counters
-    {cycles_busy, cycles_last, synaptic_ops, spikes0...} and params (the weights read back).
+    {cycles_busy, cycles_last, spike_fanout, spikes0...} and params (the weights read back).
     Also infer_cycles, load_seconds, commands, build_seconds (export, build, start-up), total_seconds and
     wall_seconds (the testbench). verilator_opt: e.g. "-O0", a faster build and a slower run."""
     res = simulate_runs(cfg, [dict(params=params, x=x, t=t, steps=steps)], simulator, neuron_lanes,
@@ -301,8 +333,8 @@ def compare_with_golden(cfg: DeviceConfig, params, x, t, steps: list[StepParams]
             if a != b:
                 cmp.mismatch = f"{where}: spike counter of hidden layer {h}: rtl {a} golden {b}"
                 return cmp
-        if r["counters"]["synaptic_ops"] != res.counters.synaptic_ops:
-            cmp.mismatch = (f"{where}: synaptic-op counter: rtl {r['counters']['synaptic_ops']} "
-                            f"golden {res.counters.synaptic_ops}")
+        if r["counters"]["spike_fanout"] != res.counters.spike_fanout:
+            cmp.mismatch = (f"{where}: spike fan-out counter: rtl {r['counters']['spike_fanout']} "
+                            f"golden {res.counters.spike_fanout}")
             return cmp
     return cmp

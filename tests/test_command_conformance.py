@@ -41,7 +41,7 @@ def command_script(cfg: DeviceConfig) -> list[tuple[int, int, int]]:
                  (Op.SET, Reg.MODE, mode_bits(noise, diff, scope, sr)), (Op.TRAIN_STEP, 0, 0)]
         cmds += [(Op.READ_LOSS, i, 0) for i in range(2 * cfg.max_directions + 2)]
         cmds += [(Op.READ_STEP, k, 0) for k in range(cfg.max_directions + 1)]
-        cmds += [(Op.READ_COUNTER, i, 0) for i in range(Counter.SYNAPTIC_OPS, Counter.SPIKES + len(cfg.layers) - 1)]
+        cmds += [(Op.READ_COUNTER, i, 0) for i in range(Counter.SPIKE_FANOUT, Counter.SPIKES + len(cfg.layers) - 1)]
         cmds += [(Op.PARAM_READ, 0, 0), (Op.PARAM_REWIND, 0, 0)] + [(Op.PARAM_READ, 0, 0)] * cfg.n_params
     cmds += [(Op.SET, Reg.BATCH, 3), (Op.INFER, 0, 0), (Op.SAMPLE_SEEK, 0, 0)]
     cmds += [(Op.OUTPUT_READ, 0, 0)] * (8 * cfg.layers[-1])  # 0-2 new, 3-6 from the first INFER
@@ -80,7 +80,7 @@ def training_set_script(cfg: DeviceConfig, rng) -> list[tuple[int, int, int]]:
         cmds += [(Op.TRAIN_STEPS, 0, steps)]
         cmds += [(Op.READ_LOSS, i, 0) for i in range(2 * directions)]
         cmds += [(Op.READ_STEP, k, 0) for k in range(directions)]
-        cmds += [(Op.READ_COUNTER, i, 0) for i in range(Counter.SYNAPTIC_OPS, Counter.SPIKES + len(cfg.layers) - 1)]
+        cmds += [(Op.READ_COUNTER, i, 0) for i in range(Counter.SPIKE_FANOUT, Counter.SPIKES + len(cfg.layers) - 1)]
         cmds += [(Op.PARAM_REWIND, 0, 0)] + [(Op.PARAM_READ, 0, 0)] * cfg.n_params
         cmds += [(Op.INFER, 0, 0), (Op.SAMPLE_SEEK, 0, 0)] + [(Op.OUTPUT_READ, 0, 0)] * (batch * cfg.layers[-1])
         cmds += [(Op.TRAIN_STEP, 0, 0)] + [(Op.READ_LOSS, i, 0) for i in range(2 * directions)]

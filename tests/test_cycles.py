@@ -96,3 +96,21 @@ def test_model_counts_every_clock_of_a_run(layers, N, S, batch):
 def test_model_refuses_what_it_cannot_predict():
     with pytest.raises(ConfigError, match="one hidden layer"):
         train_step_cycles(DeviceConfig(layers=(2, 8, 8, 1)), 1, 4, 4, StepParams(seed=1))
+
+
+@pytest.mark.parametrize("layers,N,S,batch", [((2, 64, 1), 1, 64, 64), ((2, 64, 1), 1, 8, 64), ((1, 16, 3), 2, 4, 7),
+                                              ((3, 5, 2), 4, 2, 5)])
+@pytest.mark.parametrize("difference", ["central", "forward"])
+def test_lane_clocks_bound_the_work_and_fit_the_step(layers, N, S, batch, difference):
+    """The three figures are consistent: every necessary operation happens in a lane clock, at most P per
+    clock (work efficiency <= lane occupancy), and the lane clocks are part of the step's clocks."""
+    from rfsnn.sim.cycles import lane_clocks, train_step_cycles
+    from rfsnn.sim.learner_sim import step_figures
+
+    cfg = DeviceConfig(layers=layers, t_steps=8, max_batch=64, max_directions=8)
+    sp = StepParams(seed=1, directions=3, difference=difference)
+    cycles = train_step_cycles(cfg, N, S, batch, sp)
+    f = step_figures(cfg, N, S, batch, sp, [0], cycles)
+    assert 0 < f["work_efficiency"] <= f["lane_occupancy"] < 1
+    assert lane_clocks(cfg, N, S, batch, sp) < cycles
+    assert 0 < f["multiplier_occupancy"] < f["lane_occupancy"]

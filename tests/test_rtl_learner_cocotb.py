@@ -150,7 +150,7 @@ def test_cli_sim_reports_bit_exact_and_efficiency(capsys, require_simulator):
                  "--directions", "2", "--sample-lanes", "2", "--neuron-lanes", "2", "--steps", "1"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "\nbit-exact\n" in out and "efficiency: 0." in out and "cycles/s" in out
+    assert "\nbit-exact\n" in out and "work efficiency 0." in out and "multiplier occupancy 0." in out and "cycles/s" in out
 
 
 def test_cli_sim_names_a_missing_simulator(monkeypatch, capsys):

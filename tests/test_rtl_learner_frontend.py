@@ -114,10 +114,10 @@ def test_runs_wait_for_the_sequencer_and_count(layers):
     assert log == ["infer", "train"]
     assert got["infer"] == (Status.OK, 0x1234) and got["train"] == (Status.OK, 9)
     spikes = [sum(c for h, c in plans["infer"][2].values() if h == layer) for layer in range(H)]
-    synops = sum(c * layers[h + 2] for h, c in plans["infer"][2].values())
-    assert got["after_infer"] == [20, 20, synops] + spikes
+    fanout = sum(c * layers[h + 2] for h, c in plans["infer"][2].values())
+    assert got["after_infer"] == [20, 20, fanout] + spikes
     spikes[H - 1] += 2
-    assert got["after_train"] == [25, 5, synops + 2 * layers[H + 1]] + spikes
+    assert got["after_train"] == [25, 5, fanout + 2 * layers[H + 1]] + spikes
     assert got["cleared"] == [0] * (3 + H)
     assert got["past"] == Status.RANGE
 

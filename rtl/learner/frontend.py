@@ -299,19 +299,19 @@ class CommandFrontEnd(wiring.Component):
         """READ_COUNTER's counters, in Counter's order; they count here, CLEAR_COUNTERS clears them."""
         # 48 bits: 65 days of clocks at 50 MHz, and half the carry chains of 64
         cycles_busy, cycles_last = Signal(48), Signal(48)
-        synops = Signal(48)
+        fanout = Signal(48)
         spikes = [Signal(48, name=f"spikes{h}") for h in range(self.H)]
-        assert [Counter.CYCLES_BUSY, Counter.CYCLES_LAST, Counter.SYNAPTIC_OPS, Counter.SPIKES] == [0, 1, 2, 3]
+        assert [Counter.CYCLES_BUSY, Counter.CYCLES_LAST, Counter.SPIKE_FANOUT, Counter.SPIKES] == [0, 1, 2, 3]
         fired = self.spikes.payload
         with m.If(self.spikes.valid):
             with m.Switch(fired.layer):
                 for h in range(self.H):
                     with m.Case(h):  # a spike of hidden layer h drives a weight addition per neuron of h + 1
                         m.d.sync += [spikes[h].eq(spikes[h] + fired.count),
-                                     synops.eq(synops + fired.count * self.cfg.layers[h + 2])]
+                                     fanout.eq(fanout + fired.count * self.cfg.layers[h + 2])]
         with m.If(self.busy):
             m.d.sync += [cycles_busy.eq(cycles_busy + 1), cycles_last.eq(cycles_last + 1)]
-        return [cycles_busy, cycles_last, synops] + spikes
+        return [cycles_busy, cycles_last, fanout] + spikes
 
 
 def _in_range(value, lo, hi):

@@ -69,13 +69,14 @@ class Mode(IntEnum):
 class Counter(IntEnum):
     CYCLES_BUSY = 0  # clocks spent on INFER and TRAIN_STEP since the last clear
     CYCLES_LAST = 1  # clocks of the last INFER or TRAIN_STEP
-    SYNAPTIC_OPS = 2  # weight additions driven by spikes (spikes x fan-out), as the golden Counters
+    SPIKE_FANOUT = 2  # spikes x their fan-out (next layer's width, the readout's too), as the golden Counters:
+    # the additions an event-driven network calls for; not the gateware's operations (the readout works from counts)
     SPIKES = 3  # SPIKES + l: spikes of hidden layer l (only samples of the batch count)
 
 
 def counter_names(cfg: DeviceConfig) -> list[str]:
     """READ_COUNTER index -> name, as hosts report the counters."""
-    return ["cycles_busy", "cycles_last", "synaptic_ops"] + [f"spikes{h}" for h in range(cfg.n_layers - 1)]
+    return ["cycles_busy", "cycles_last", "spike_fanout"] + [f"spikes{h}" for h in range(cfg.n_layers - 1)]
 
 
 class Status(IntEnum):
