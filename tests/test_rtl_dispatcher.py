@@ -1,5 +1,7 @@
 """rtl.dispatcher.Dispatcher + rtl.learner.Learner answer request frames exactly as the software device
 (sim.endpoint.DeviceEndpoint over sim.golden_device.GoldenDevice) does, reply for reply."""
+import dataclasses
+
 import numpy as np
 from amaranth import Module
 from amaranth.lib import stream, wiring
@@ -18,8 +20,9 @@ CFG = DeviceConfig(layers=(2, 5, 2), t_steps=8, max_batch=16, max_directions=4)
 
 
 class Top(wiring.Component):
-    def __init__(self):
-        self.disp = Dispatcher(CFG)
+    def __init__(self, cfg=CFG):
+        self.cfg = cfg
+        self.disp = Dispatcher(cfg)
         super().__init__({"payload": wiring.In(stream.Signature(8)),
                           "frame": wiring.In(stream.Signature(verdict_layout(P.MAX_PAYLOAD))),
                           "reply": wiring.Out(stream.Signature(PAYLOAD_BYTE))})
@@ -27,7 +30,7 @@ class Top(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.disp = disp = self.disp
-        m.submodules.learner = learner = Learner(CFG, 1, 2)
+        m.submodules.learner = learner = Learner(self.cfg, 1, 2)
         wiring.connect(m, disp.cmd, learner.cmd)
         wiring.connect(m, learner.rsp, disp.rsp)
         wiring.connect(m, wiring.flipped(self.payload), disp.payload)
@@ -96,11 +99,11 @@ def overlong_reply_payloads(vb):
             raw_payload(36, infos, vb) + bytes([0x7E, P.Code.STEP_COUNT])]
 
 
-def run_dispatcher(simulate, payloads, set_steps={}, refused_frame=True):
+def run_dispatcher(simulate, payloads, set_steps={}, refused_frame=True, cfg=CFG):
     """The RTL's reply to each payload (and to one frame refused by the decoder, if refused_frame);
     set_steps {n: s}: STEP_COUNT is set to s before payload n, as if the steps between had been done
     (a testbench cannot run 65,536 steps to see the step number wrap)."""
-    dut = Top()
+    dut = Top(cfg)
     got = []
 
     async def bench(ctx):
@@ -176,9 +179,9 @@ def test_a_resent_step_at_the_wrap_of_the_step_number_is_answered_not_refused(si
     assert endpoint.steps_done == 1
 
 
-def software_replies(payloads, set_steps={}):
+def software_replies(payloads, set_steps={}, cfg=CFG):
     """The software device's reply to each payload, STEP_COUNT set as run_dispatcher sets it."""
-    endpoint = DeviceEndpoint(GoldenDevice(CFG).execute, CFG)
+    endpoint = DeviceEndpoint(GoldenDevice(cfg).execute, cfg)
     out = []
     for n, p in enumerate(payloads):
         endpoint.steps_done = set_steps.get(n, endpoint.steps_done)
@@ -304,3 +307,20 @@ def test_the_software_device_bulk_path_answers_like_its_per_command_path():
     assert all(np.array_equal(x, y) for x, y in zip(plain.params, fast.params))
     assert np.array_equal(plain.x, fast.x) and np.array_equal(plain.t, fast.t) and np.array_equal(plain.y, fast.y)
     assert np.array_equal(plain.set_x, fast.set_x) and np.array_equal(plain.set_t, fast.set_t)
+
+
+def test_without_a_training_set_every_run_is_refused(simulate):
+    """A build without a set memory (max_samples 0, the iCEBreaker's) keeps no run: the dispatcher refuses
+    TRAIN_STEPS itself, as the software device's learner would, and the set's writes are refused too."""
+    cfg = dataclasses.replace(CFG, max_samples=0)
+    vb = P.value_bytes(cfg)
+    load, registers, _ = setup_frames()
+    frames = load + [registers + [P.train_step(0)], [P.nop(), P.train_steps(1, 1)], [P.train_steps(0, 1)],
+                     [P.step_count(), P.data_seek(0)], [P.data_write([1, 2, 3])], [P.train_step(1)],
+                     [P.train_step(1), P.step_count()]]
+    payloads = [P.encode_request_payload(n, f, vb) for n, f in enumerate(frames)]
+    expected = software_replies(payloads, cfg=cfg)
+    assert_same_replies(run_dispatcher(simulate, payloads, refused_frame=False, cfg=cfg), expected)
+    rng = P.LinkStatus.RANGE
+    assert [(P.decode_reply(e).status, P.decode_reply(e).done) for e in expected[len(load) + 1:len(load) + 5]] == [
+        (rng, 1), (rng, 0), (rng, 1), (rng, 0)]

@@ -242,16 +242,20 @@ class Dispatcher(wiring.Component):
                             m.d.sync += status.eq(Status.RANGE)
                             m.next = "STOP"
                     with m.Case(Code.TRAIN_STEPS):
-                        first, n_steps = arg[:16], arg[16:32]
-                        with m.If(first == steps_done):
-                            command(Op.TRAIN_STEPS, 0, n_steps)
-                            m.next = "TRAIN_RUN"
-                        # A resend: the reference also asks that steps_done be first + count, which holds
-                        # while a run is kept (only a TRAIN_STEP, which drops it, or a run moves steps_done).
-                        with m.Elif(run_kept & (first == run_step) & (n_steps == run_count)):
-                            m.d.sync += [out_val.eq(run_sum), out_val[64:].eq(1), nbytes.eq(9)]  # repeated = 1
-                            m.next = "APPEND"
-                        with m.Else():
+                        if cfg.max_samples:
+                            first, n_steps = arg[:16], arg[16:32]
+                            with m.If(first == steps_done):
+                                command(Op.TRAIN_STEPS, 0, n_steps)
+                                m.next = "TRAIN_RUN"
+                            # A resend: the reference also asks that steps_done be first + count, which holds
+                            # while a run is kept (only a TRAIN_STEP, which drops it, or a run moves steps_done).
+                            with m.Elif(run_kept & (first == run_step) & (n_steps == run_count)):
+                                m.d.sync += [out_val.eq(run_sum), out_val[64:].eq(1), nbytes.eq(9)]  # repeated = 1
+                                m.next = "APPEND"
+                            with m.Else():
+                                m.d.sync += status.eq(Status.RANGE)
+                                m.next = "STOP"
+                        else:  # no training set: the learner refuses every run, so none is ever kept
                             m.d.sync += status.eq(Status.RANGE)
                             m.next = "STOP"
                     with m.Case(Code.PARAM_SEEK):
@@ -279,13 +283,14 @@ class Dispatcher(wiring.Component):
                     m.d.sync += [steps_done.eq(steps_done + 1), stepped.eq(1), last_losses.eq(self.rsp.payload.data[:8]),
                                  run_kept.eq(0), out_val.eq(self.rsp.payload.data[:8]), nbytes.eq(2)]
                     m.next = "APPEND"
-            with m.State("TRAIN_RUN"):  # c_data still holds the count the learner took (1..MAX_RUN_STEPS)
-                with response_ok():
-                    m.d.sync += [steps_done.eq(steps_done + c_data[:16]), stepped.eq(1),
-                                 run_kept.eq(1), run_step.eq(steps_done), run_count.eq(c_data),
-                                 run_sum.eq(self.rsp.payload.data),
-                                 out_val.eq(self.rsp.payload.data), nbytes.eq(9)]  # repeated = 0
-                    m.next = "APPEND"
+            if cfg.max_samples:
+                with m.State("TRAIN_RUN"):  # c_data still holds the count the learner took (1..MAX_RUN_STEPS)
+                    with response_ok():
+                        m.d.sync += [steps_done.eq(steps_done + c_data[:16]), stepped.eq(1),
+                                     run_kept.eq(1), run_step.eq(steps_done), run_count.eq(c_data),
+                                     run_sum.eq(self.rsp.payload.data),
+                                     out_val.eq(self.rsp.payload.data), nbytes.eq(9)]  # repeated = 0
+                        m.next = "APPEND"
             with m.State("SEEK"):  # the rewind, then one PARAM_READ per parameter skipped (answers ignored)
                 self._exchange(m, sent)
                 with m.If(self.rsp.valid & sent):
