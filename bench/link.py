@@ -135,7 +135,8 @@ def main(argv=None) -> int:
                 steps = a.run_steps if driving == DRIVING[0] else a.steps
                 rows.append(measure(task, baud, a.clock_mhz * 1e6, steps, driving, root))
     head = (f"Clock {a.clock_mhz:g} MHz (simulated), lanes 1x8; `python bench/link.py --steps {a.steps} "
-            f"--run-steps {a.run_steps} --clock-mhz {a.clock_mhz:g}` on {platform.machine()}, "
+            f"--run-steps {a.run_steps} --clock-mhz {a.clock_mhz:g} --bauds {' '.join(map(str, a.bauds))}` on "
+            f"{platform.machine()}, "
             f"Python {platform.python_version()}.\n\n"
             "| task | network, K, batch | Mbaud | driving | measured steps | ms/step | compute cycles/step | "
             "device waits | UART up / down | bytes up / down per step | set upload (once) |\n"
