@@ -18,6 +18,7 @@ Rows with the same network and lanes share one build (one simulator process per 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -40,6 +41,7 @@ ROWS = {  # name: (task, neuron lanes, sample lanes)
 def task_step(task: str, batch: int = 64, seed: int = 0, device: dict | None = None):
     """(cfg, params, x, t, StepParams) of `rfsnn train --task TASK` step 0 (golden backend); `device`: a
     DeviceConfig dict to train instead of the task's default network."""
+    from rfsnn.sim.contract import streams
     from rfsnn.sim.contract.fixed import quantize
     from rfsnn.host.train import Run, lr_at, settings_for
     from rfsnn.sim.contract.config import DeviceConfig
@@ -50,12 +52,15 @@ def task_step(task: str, batch: int = 64, seed: int = 0, device: dict | None = N
         s.use_device(DeviceConfig.from_dict(device))
     run = Run(s)
     cfg = run.cfg
-    xb, ub = next(run.data.batches(s.batch, np.random.default_rng([s.seed, 2]), drop_last=True))
+    # step 0's batch and seed as the device draws them from the training set (sim.contract.streams)
+    draw = streams.draw_step(run.backend.data_state, len(run.data.x_train), s.batch, cfg)
+    xb, ub = run.data.x_train[draw.indices], run.data.u_train[draw.indices]
     x = quantize(run.scaler.inputs(xb), cfg.x_frac, cfg.x_bits, "input")
     t = quantize(run.scaler.targets(ub).reshape(len(ub), -1), cfg.w_frac, cfg.y_bits, "target")
     params = [np.asarray(p, np.int64) for p in run.backend.params]
     sp = make_steps(cfg, s.batch, 1, seed, s.directions, s.noise, s.difference, s.scope, s.stochastic_rounding,
                     lr=lr_at(s, s.base_lr(), 0), sigma=s.sigma, clip=s.clip)[0]
+    sp = dataclasses.replace(sp, seed=draw.seed)
     return cfg, params, np.asarray(x, np.int64), np.asarray(t, np.int64), sp, s
 
 
