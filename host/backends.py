@@ -188,8 +188,7 @@ class DeviceBackend(Backend):
         if self.resident:
             total = self.device.train_steps(sp, batch, count, self.data_state)
             n_losses = forward_passes(sp.directions, sp.difference)
-            for _ in range(count):
-                self.data_state = streams.draw_step(self.data_state, len(self.set_x), batch, cfg).next_state
+            self.data_state = streams.state_after(self.data_state, count, batch, cfg)
         else:
             total = 0
             draw = streams.draw_step(self.data_state, len(self.set_x), batch, cfg)

@@ -320,10 +320,10 @@ def test_runs_on_the_device_set_are_recovered_and_never_train_twice(fault):
     _set_run(CFG, clean, params, 300)
     sums = [dev.train_steps(sp, 20, 3, data_seed=5)]
     line.faults = {line.n: fault}
-    sums.append(dev.train_steps(sp, 20, 4, data_seed=streams.advance(5, 3 * 32 * 21, CFG)))
+    sums.append(dev.train_steps(sp, 20, 4, data_seed=streams.state_after(5, 3, 20, CFG)))
     state = 5
     want = [clean.train_steps(sp, 20, 3, data_seed=state)]
-    want.append(clean.train_steps(sp, 20, 4, data_seed=streams.advance(state, 3 * 32 * 21, CFG)))  # 3 steps on
+    want.append(clean.train_steps(sp, 20, 4, data_seed=streams.state_after(state, 3, 20, CFG)))
     assert sums == want and endpoint.steps_done == 7
     assert all(np.array_equal(a, b) for a, b in zip(dev.read_params(), clean.read_params()))
     g, p, losses = GoldenModel(CFG), params, []

@@ -73,6 +73,13 @@ def draw_step(state: int, n: int, batch: int, cfg: DeviceConfig) -> StepDraw:
                     advance(state, WORD_BITS * words_per_step(batch), cfg))
 
 
+def state_after(state: int, steps: int, batch: int, cfg: DeviceConfig) -> int:
+    """The stream's state after `steps` steps of batch `batch` from `state` (where the next run starts)."""
+    for _ in range(steps):
+        state = advance(state, WORD_BITS * words_per_step(batch), cfg)
+    return state
+
+
 def layer_start_after(layer_start: int, steps: int, directions: int, n_layers: int) -> int:
     """Reg.LAYER_START after `steps` steps of a run: each step moves it on by K, modulo the layers."""
     return (layer_start + steps * directions) % n_layers
