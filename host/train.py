@@ -387,7 +387,6 @@ def _train(run: Run, folder: RunFolder | None, progress: bool, state: dict | Non
         history, done, wall_before = state["history"], state["step"], state["wall_s"]
         resumed_at = state.get("resumed_at", []) + [done]
     last_ckpt = {"step": done, "time": time.monotonic()}
-    last_eval = done
     first, eval_seconds = done, 0.0
     t0 = time.perf_counter()
     bar = tqdm(total=s.steps, initial=done, desc=f"{s.task}/{s.backend}", unit="step", disable=not progress,
@@ -413,8 +412,7 @@ def _train(run: Run, folder: RunFolder | None, progress: bool, state: dict | Non
                     history["loss"].append(loss)
                 done += count
                 bar.update(count)
-                if done - last_eval >= every or done == s.steps:
-                    last_eval = done
+                if done // every > (done - count) // every or done == s.steps:  # a multiple of `every` passed
                     t_eval = time.perf_counter()
                     err = run.test_error()
                     t_eval = time.perf_counter() - t_eval
