@@ -29,7 +29,7 @@ def time_backend(task: str, backend: str, steps: int, device: dict | None = None
     run = Run(s)
     lr = s.base_lr()
     run.attach_training_set()
-    block = run_block(settings_for(task), run.backend)  # the runs `rfsnn train` makes of the task default
+    block = run_block(s, run.backend)  # the runs `rfsnn train` makes of the task default
 
     def train(first, count):
         for start in range(first, first + count, block):

@@ -169,11 +169,12 @@ class DeviceBackend(Backend):
         if self.resident:
             self.device.upload_set(self.set_x, self.set_t)
 
-    def _step_params(self, lr: float, batch: int, step_index: int, seed: int = 0) -> StepParams:
+    def _step_params(self, lr: float, batch: int, step_index: int) -> StepParams:
+        """Step `step_index`'s parameters at learning rate lr; its seed (0 here) comes from the batch stream."""
         cfg, s = self.cfg, self.s
         per_layer = s.directions / cfg.n_layers if s.scope == "layerwise" else s.directions  # as float-wp averages
         mant, shift = gain_for(lr, self.sigma_lsb, batch, per_layer, s.difference == "central", cfg)
-        sp = StepParams(seed=seed, directions=s.directions, sigma=self.sigma_lsb, gain_mant=mant, gain_shift=shift,
+        sp = StepParams(seed=0, directions=s.directions, sigma=self.sigma_lsb, gain_mant=mant, gain_shift=shift,
                         clip=self.clip, noise=s.noise, difference=s.difference, scope=s.scope,
                         layer_start=streams.layer_start_after(0, step_index, s.directions, cfg.n_layers),
                         stochastic_rounding=s.stochastic_rounding)

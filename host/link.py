@@ -132,6 +132,14 @@ class _Trouble(Exception):
 DRAIN_TIMEOUTS = 3  # a drain ends after this many timeouts even if the device is still sending
 
 
+def _step_registers(sp: StepParams) -> list[tuple[Reg, int]]:
+    """The registers of a training step besides its seed, as SET writes them."""
+    return [(Reg.DIRECTIONS, sp.directions), (Reg.SIGMA, sp.sigma), (Reg.GAIN_MANT, sp.gain_mant),
+            (Reg.GAIN_SHIFT, sp.gain_shift), (Reg.CLIP, sp.clip),
+            (Reg.MODE, mode_bits(sp.noise, sp.difference, sp.scope, sp.stochastic_rounding)),
+            (Reg.LAYER_START, sp.layer_start)]
+
+
 class Device:
     def __init__(self, transport, expect: DeviceConfig | None = None, timeout: float = 1.0, retries: int = 3,
                  window: int = P.RX_WINDOW):
@@ -417,10 +425,7 @@ class Device:
         """One training step on `batch` (inputs, targets); loaded=True: the batch is on the device already
         (sent as an earlier step's next_batch). next_batch goes out right behind the step's frame, so
         its upload overlaps the step's compute (docs/protocol.md, "Pipelining")."""
-        regs = [(Reg.SEED, sp.seed), (Reg.DIRECTIONS, sp.directions), (Reg.SIGMA, sp.sigma),
-                (Reg.GAIN_MANT, sp.gain_mant), (Reg.GAIN_SHIFT, sp.gain_shift), (Reg.CLIP, sp.clip),
-                (Reg.MODE, mode_bits(sp.noise, sp.difference, sp.scope, sp.stochastic_rounding)),
-                (Reg.LAYER_START, sp.layer_start)]
+        regs = [(Reg.SEED, sp.seed)] + _step_registers(sp)
         n_losses = forward_passes(sp.directions, sp.difference)
         reads = [P.read_loss(i) for i in range(n_losses)] + [P.read_step(k) for k in range(sp.directions)]
         # Registers keep their values on the device: send only those that changed (usually the seed).
@@ -463,10 +468,7 @@ class Device:
         batch stream state `data_seed`; returns the sum of the steps' base losses. sp.seed is unused (the
         stream draws each step's seed) and sp.layer_start is the first step's. Every register goes out with
         the run, so a resent frame leaves the device as the first try did (answered "repeated")."""
-        regs = [(Reg.BATCH, batch), (Reg.DIRECTIONS, sp.directions), (Reg.SIGMA, sp.sigma),
-                (Reg.GAIN_MANT, sp.gain_mant), (Reg.GAIN_SHIFT, sp.gain_shift), (Reg.CLIP, sp.clip),
-                (Reg.MODE, mode_bits(sp.noise, sp.difference, sp.scope, sp.stochastic_rounding)),
-                (Reg.LAYER_START, sp.layer_start), (Reg.DATA_SEED, data_seed)]
+        regs = [(Reg.BATCH, batch)] + _step_registers(sp) + [(Reg.DATA_SEED, data_seed)]
         reply = self.request([P.set_register(r, v) for r, v in regs] + [P.train_steps(self.steps_done, count)])
         total, _repeated = reply[-1]
         self._registers.update(regs)
