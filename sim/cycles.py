@@ -17,8 +17,8 @@ from .contract.streams import layer_start_after, words_per_step
 
 # Clocks between a chunk's last input item and the readout (IN_DRAIN, then COUNT_DRAIN while the last
 # currents pass the execute stage and the spike-count table) and after a readout chunk (OUT_DRAIN).
-IN_TO_READOUT = 5
-OUT_DRAIN = 2
+IN_TO_READOUT = 6
+OUT_DRAIN = 3
 # The draws (rtl/learner/sequencer.py, StepSequencer._draws) run beside the passes. A draw of D values'
 # stream bits that starts at clock s is seen done by the passes at s + D + DRAW_SEEN, and the next draw
 # can start at s + D + DRAW_GAP; the first starts at FIRST_DRAW (the clock after TRAIN_STEP's).

@@ -23,11 +23,14 @@ pass's last clock, when `run.loss` holds its loss. Per group of S samples (docs/
         (STORE, one sample per clock).
 Membranes and counts need no clearing: at t = 0 the update reads 0 instead of the RAM.
 
-Three stages. The FSM issues one item per clock (RAM addresses, and the item's description into
-`issued`). E0, the next clock, when the RAMs return its weight and factor words: the perturbed read
-w' = sat_w(w + sign * sigma * a_i * b_j) (nothing perturbed is stored), registered. E1: the P
+Four stages. The FSM issues one item per clock (RAM addresses, and the item's description into
+`issued`). E0, the next clock, when the RAMs return its weight and factor words: they are registered
+with the item (`fetched`), so that no read port's output feeds arithmetic in its own clock (the factors'
+LUT RAM read, a wide multiplexer, would otherwise lead the perturbation's adder). E1: the perturbed read
+w' = sat_w(w + sign * sigma * a_i * b_j) (nothing perturbed is stored), registered. E2: the P
 multiply-accumulate lanes, the LIF update or the count lookup's input, with the membrane, current and
-count words, which arrive then too. A phase that reads what the last wrote waits for its last item.
+count words, which arrive then too. A phase that reads what the last wrote waits for its last item to
+reach E2 (`_in_flight`).
 """
 from __future__ import annotations
 
@@ -121,15 +124,21 @@ class _Pass:
             "mask": S,  # event: the sample lanes in which presynaptic neuron `col` spiked
             "first": 1,  # t == 0: the membrane and the count start from 0
         }))
-        # The item in the execute stage, a clock behind `issued`: the perturbed weights of `issued` are
-        # formed in its clock (E0) and registered into `w_pert`; `executing` multiplies, accumulates and
-        # runs the LIF update with them in the next (E1). The membranes and currents an item reads get
-        # their addresses a clock late, so their words arrive in E1 too (ForwardEngine._late); the counts,
-        # a multiplier operand, are read with the weights and registered.
+        # The item a clock behind `issued` (E1), with the words its reads returned in E0: the weight word,
+        # its factors and the (signed) sigma the pass perturbs it by; the perturbed weights are formed from
+        # these registers and registered into `w_pert`. `executing` (E2) multiplies, accumulates and runs
+        # the LIF update with them. The membranes and currents an item reads get their addresses two
+        # clocks late, so their words arrive in E2 too (ForwardEngine._late); the counts, a multiplier
+        # operand, are read with the weights and registered twice.
+        self.fetched = Signal.like(self.issued)
+        self.w_word = Signal(data.ArrayLayout(signed(cfg.w_bits), N))
+        self.a_word, self.b_value = Signal(data.ArrayLayout(FACTOR, N)), Signal(FACTOR)
+        self.signed_sigma = Signal(signed(cfg.w_bits))
         self.executing = Signal.like(self.issued)
         self.w_pert = Signal(data.ArrayLayout(signed(cfg.w_bits), N))
-        # the count word, a multiplier operand, read with the weights and registered (at E1 as w_pert)
-        self.count_word = Signal(data.ArrayLayout(unsigned(cfg.t_shift + 1), P))
+        # the count word, a multiplier operand, read with the weights (fetched in E1, in E2 as w_pert)
+        self.count_fetched = Signal(data.ArrayLayout(unsigned(cfg.t_shift + 1), P))
+        self.count_word = Signal.like(self.count_fetched)
         # the datapath's results
         cbits = cfg.t_shift + 1
         acc_bits = 1 + max(cfg.x_bits + cfg.w_bits + math.ceil(math.log2(widths[0] + 1)),
@@ -184,10 +193,12 @@ class ForwardEngine(wiring.Component):
             if hasattr(self, name):
                 port = getattr(self, name)
                 self._late[name] = early = Signal(len(port.addr), name=f"{name}_addr_early")
-                m.d.sync += port.addr.eq(early)
+                later = Signal.like(early, name=f"{name}_addr_later")
+                m.d.sync += [later.eq(early), port.addr.eq(later)]
         # The counts are read with the weights and registered, so that the readout's multiply-accumulate
         # starts from a register, not a block RAM's output.
-        m.d.sync += [p.executing.eq(p.issued), p.w_pert.eq(pert.w_pert), p.count_word.eq(self.count_rd.data)]
+        m.d.sync += [p.fetched.eq(p.issued), p.executing.eq(p.fetched), p.w_pert.eq(pert.w_pert),
+                     p.count_fetched.eq(self.count_rd.data), p.count_word.eq(p.count_fetched)]
         self._input_registers(m, p)
         self._perturbed_read(m, p, pert)
         self._mac_stage(m, p, pert)
@@ -226,22 +237,24 @@ class ForwardEngine(wiring.Component):
             m.d.sync += [p.ts[s].eq(p.ts[s + 1]) for s in range(S - 1)] + [p.ts[S - 1].eq(self.t_rd.data)]
 
     def _perturbed_read(self, m, p, pert):
-        """w' of the issued item's weight word: the factors of its output chunk and input column."""
+        """w' of the issued item's weight word: the factors of its output chunk and input column, which
+        arrive with the word in E0 and are registered; w' is formed from the registers in E1."""
         cfg, N, op = self.cfg, self.N, p.issued
         sig = Signal(signed(cfg.w_bits + 1))
         m.d.comb += sig.eq(Mux(self.run.sign == 1, self.sigma, Mux(self.run.sign == 3, -self.sigma, 0)))
         with m.Switch(op.layer):
             for l, (o, i) in enumerate(cfg.layer_shapes):
                 with m.Case(l):
-                    m.d.comb += [pert.w.eq(getattr(self, f"w{l}_rd").data),  # perturbed layers only:
-                                 pert.signed_sigma.eq(Mux(~self.layerwise | (self.run.layer == l), sig, 0))]
+                    m.d.sync += [p.w_word.eq(getattr(self, f"w{l}_rd").data),  # perturbed layers only:
+                                 p.signed_sigma.eq(Mux(~self.layerwise | (self.run.layer == l), sig, 0))]
                     if self.cached:  # from the pass buffer
-                        m.d.comb += [pert.a.eq(self.pass_factors_a_rd.data), pert.b.eq(self.pass_factors_b_rd.data)]
+                        m.d.sync += [p.a_word.eq(self.pass_factors_a_rd.data), p.b_value.eq(self.pass_factors_b_rd.data)]
                     else:
                         a, b = getattr(self.factors, f"a{l}"), getattr(self.factors, f"b{l}")
                         a_chunks = Array([Cat(*[a[cc * N + n] if cc * N + n < o else C(0, 3) for n in range(N)])
                                           for cc in range(self.chunks[l])])
-                        m.d.comb += [pert.a.eq(a_chunks[op.chunk]), pert.b.eq(Array([b[k] for k in range(i + 1)])[op.col])]
+                        m.d.sync += [p.a_word.eq(a_chunks[op.chunk]), p.b_value.eq(Array([b[k] for k in range(i + 1)])[op.col])]
+        m.d.comb += [pert.w.eq(p.w_word), pert.a.eq(p.a_word), pert.b.eq(p.b_value), pert.signed_sigma.eq(p.signed_sigma)]
 
     def _fetch_factors(self, m, l, chunk, col):
         """One neuron lane: the read addresses of a_l[chunk] and b_l[col] in the pass buffer's half of
@@ -255,6 +268,10 @@ class ForwardEngine(wiring.Component):
     def _active(self, op):
         """An item that computes (not a bubble)."""
         return op.mac | op.lif0 | op.ev | op.evb
+
+    def _in_flight(self, p):
+        """An item issued that has not reached E2 yet (so its results are not written)."""
+        return self._active(p.issued) | self._active(p.fetched)
 
     def _mac_stage(self, m, p, pert):
         """P multiply-accumulates: input currents (x) or readout (spike counts); masked adds of events."""
@@ -290,9 +307,25 @@ class ForwardEngine(wiring.Component):
         m.d.comb += [counts.valid.eq(op.mac & op.last & ~op.out), counts.cur.eq(p.cur_word), counts.tag.eq(op.chunk)]
         with m.If(counts.out_valid):
             m.d.comb += [self.count_wr.addr.eq(counts.out_tag), self.count_wr.data.eq(counts.count),
-                         self.count_wr.en.eq(1), self.spikes.valid.eq(1), self.spikes.payload.layer.eq(0),
-                         self.spikes.payload.count.eq(sum(Mux(lane_valid[q // N], counts.count[q], 0)
-                                                          for q in range(self.P)))]
+                         self.count_wr.en.eq(1)]
+        self._report_spikes(m, counts.out_valid, 0, [Mux(lane_valid[q // N], counts.count[q], 0) for q in range(self.P)])
+
+    def _report_spikes(self, m, valid, layer, per_lane, group=8):
+        """The spike report of a chunk (for the counters, which need no hurry), its sum over the lanes
+        pipelined: the lanes' counts registered, summed by groups of `group` lanes into registers, then
+        summed into the report, three clocks after `valid`. So a P-lane adder tree is not in series with
+        the count table's block RAM read or the LIF update."""
+        P = self.P
+        width = len(self.spikes.payload.count)
+        lanes = [Signal(width, name=f"spikes_lane{q}") for q in range(P)]
+        groups = [Signal(width, name=f"spikes_group{g}") for g in range(-(-P // group))]
+        valids = [Signal(name=f"spikes_valid{k}") for k in range(2)]
+        layers = [Signal(len(self.spikes.payload.layer), name=f"spikes_layer{k}") for k in range(2)]
+        m.d.sync += [valids[0].eq(valid), layers[0].eq(layer), valids[1].eq(valids[0]), layers[1].eq(layers[0])]
+        m.d.sync += [lanes[q].eq(per_lane[q]) for q in range(P)]
+        m.d.sync += [groups[g].eq(sum(lanes[g * group:(g + 1) * group])) for g in range(len(groups))]
+        m.d.sync += [self.spikes.valid.eq(valids[1]), self.spikes.payload.layer.eq(layers[1]),
+                     self.spikes.payload.count.eq(sum(groups))]
 
     def _lif_stage(self, m, p, lif, lane_valid):
         """A chunk of hidden layer `hidden`, its current from the current RAM or the events: the LIF update,
@@ -308,9 +341,8 @@ class ForwardEngine(wiring.Component):
         else:
             m.d.comb += lif.cur.eq(Mux(op.lif0, self.i_rd.data.as_value(), p.ev_cur.as_value()))
         fired_bits = Cat(*[lif.spike[q] & lane_valid[q // N] for q in range(self.P)])
+        self._report_spikes(m, op.lif0 | op.evb, op.hidden, [fired_bits[q] for q in range(self.P)])
         with m.If(op.lif0 | op.evb):
-            m.d.comb += [self.spikes.valid.eq(1), self.spikes.payload.layer.eq(op.hidden),
-                         self.spikes.payload.count.eq(sum(fired_bits[q] for q in range(self.P)))]
             with m.Switch(op.hidden):
                 for h in range(H):
                     with m.Case(h):
@@ -376,7 +408,7 @@ class ForwardEngine(wiring.Component):
             m.next = "COUNT_DRAIN" if counts is not None else "TICK"
         if counts is not None:
             with m.State("COUNT_DRAIN"):  # the last chunk's currents and counts are on their way to the count RAM
-                with m.If(~counts.busy & ~self._active(p.executing)):
+                with m.If(~counts.busy & ~self._in_flight(p) & ~self._active(p.executing)):
                     self._start_readout(m, p)
 
     def _first_hidden_phase(self, m, p):
@@ -392,7 +424,7 @@ class ForwardEngine(wiring.Component):
                 m.d.sync += p.c.eq(p.c + 1)
         with m.State("TICK_DRAIN"):  # the next layer starts when the last chunk's events are written
             m.d.sync += op.lif0.eq(0)
-            with m.If(~self._active(op)):
+            with m.If(~self._in_flight(p)):
                 self._start_event_layer(m, p, 1)
 
     def _event_phase(self, m, p, h):
@@ -435,7 +467,7 @@ class ForwardEngine(wiring.Component):
                     m.d.sync += p.c.eq(p.c + 1)
         with m.State(f"EV{h}_DRAIN"):  # what follows starts when the last chunk's results are written
             m.d.sync += [op.ev.eq(0), op.evb.eq(0)]
-            with m.If(~self._active(op)):
+            with m.If(~self._in_flight(p)):
                 if h < H - 1:
                     self._start_event_layer(m, p, h + 1)
                 else:
@@ -463,7 +495,7 @@ class ForwardEngine(wiring.Component):
                     m.d.sync += p.jn.eq(p.jn + 1)
         with m.State("OUT_DRAIN"):  # LOSS starts when the last readout item has written its y
             m.d.sync += [op.mac.eq(0), p.ln.eq(0), p.ls.eq(0)]
-            with m.If(~self._active(op)):
+            with m.If(~self._in_flight(p)):
                 m.next = "LOSS"
 
     def _loss_phase(self, m, p, lossacc, lane_valid):
