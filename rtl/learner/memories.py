@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from amaranth import Module, Shape, Signal, signed, unsigned
+from amaranth import Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
@@ -30,6 +30,9 @@ class RAM:
     reads: tuple[str, ...] = ("rd",)
     lane_enables: bool = False  # one write enable per element of an array word
     transparent: bool = False  # a read in the clock of a write to the same word returns the new word
+    # ... or the old word, which the learner uses there (otherwise a block RAM's such reads are
+    # undefined in a build and poisoned in simulation: Memories, `collisions`)
+    read_old: bool = False
     # On a critical path and small: where the FPGA has distributed (LUT) RAM, a registered address and an
     # asynchronous read, the same timing as a block RAM's read without its ~6 ns clock-to-output. Only
     # for a RAM never read and written at one word in one clock (see Memories).
@@ -60,7 +63,9 @@ class MemoryMap:
         rams = {}
         # weight layer l: word (j, c) holds the weights of input j (bias last) for outputs c*N .. c*N+N-1
         for l, (_, i) in enumerate(cfg.layer_shapes):
-            rams[f"w{l}"] = RAM(data.ArrayLayout(signed(cfg.w_bits), N), (i + 1) * chunks[l], lane_enables=True)
+            # (with N > 1 the update pass reads a word in the clock it writes back another of its lanes)
+            rams[f"w{l}"] = RAM(data.ArrayLayout(signed(cfg.w_bits), N), (i + 1) * chunks[l], lane_enables=True,
+                                read_old=N > 1)
         # The batch, one word per sample (its inputs; its targets; its outputs): deep and narrow, so a
         # sample lane costs no block RAM. The forward engine loads a group's inputs into the lanes'
         # registers, and reads targets and writes outputs one sample per clock in the loss phase.
@@ -128,21 +133,33 @@ class Memories(wiring.Component):
     asynchronous read: the same ports, clock for clock, except that a word read in the clock it is
     written comes back new; the map marks only RAMs where that never happens); None (the default)
     decides by the platform the design is built for: yes on the ECP5, which has LUT RAM, no in
-    simulation and on the iCE40."""
+    simulation and on the iCE40.
 
-    def __init__(self, memory_map: MemoryMap, distributed: bool | None = None):
-        self.map, self.distributed = memory_map, distributed
+    `collisions`: what a block RAM's read of a word in the clock that word is written returns (the
+    transparent RAMs excepted, which return the new word). The learner never uses such a read, so:
+    "undefined" (a build: yosys is told `no_rw_check` and builds no bypass; the iCE40's block RAMs would
+    otherwise need a register copy of each write port and a multiplexer per read bit, ~400 logic cells
+    of the UP5K's 5,280), "poisoned" (simulation: the word comes back inverted, so that a test that
+    used one would fail, bit-exact against the golden model) or "old" (the old word). None (the
+    default): "undefined" on a platform, "poisoned" in simulation."""
+
+    def __init__(self, memory_map: MemoryMap, distributed: bool | None = None, collisions: str | None = None):
+        assert collisions in (None, "undefined", "poisoned", "old")
+        self.map, self.distributed, self.collisions = memory_map, distributed, collisions
         super().__init__({name: Out(sig) for name, sig in memory_map.signatures().items()})
 
     def elaborate(self, platform):
         m = Module()
         distributed = self.distributed if self.distributed is not None else getattr(platform, "family", None) == "ecp5"
+        collisions = self.collisions or ("poisoned" if platform is None else "undefined")
         for name, ram in self.map.rams.items():
             lut = ram.distributed and distributed
             # Block RAM even when small: yosys would build the small ones from flip-flops and read
             # multiplexers, which cost the iCE40 hundreds of logic cells; block RAMs are to spare.
-            m.submodules[name] = mem = Memory(shape=ram.shape, depth=ram.depth, init=[],
-                                              attrs={"ram_style": "distributed" if lut else "block"})
+            attrs = {"ram_style": "distributed" if lut else "block"}
+            if collisions == "undefined" and not (ram.transparent or ram.read_old or lut):
+                attrs["no_rw_check"] = 1
+            m.submodules[name] = mem = Memory(shape=ram.shape, depth=ram.depth, init=[], attrs=attrs)
             write = mem.write_port(granularity=1 if ram.lane_enables else None)
             wiring.connect(m, wiring.flipped(getattr(self, f"{name}_wr")), write)
             for read in ram.reads:
@@ -154,7 +171,20 @@ class Memories(wiring.Component):
                     with m.If(ours.en):
                         m.d.sync += addr.eq(ours.addr)
                     m.d.comb += [port.addr.eq(addr), ours.data.eq(port.data)]
-                else:
+                elif ram.transparent or ram.read_old or collisions == "old":
                     port = mem.read_port(transparent_for=(write,) if ram.transparent else ())
                     wiring.connect(m, wiring.flipped(ours), port)
+                else:
+                    # An asynchronous read and a register: yosys merges the two into the block RAM's
+                    # synchronous port, and only in that form does it honour no_rw_check (the ports
+                    # Amaranth makes synchronous carry a read-old-word contract it must keep).
+                    port = mem.read_port(domain="comb")
+                    m.d.comb += port.addr.eq(ours.addr)
+                    with m.If(ours.en):
+                        if collisions == "poisoned":
+                            hit = write.en.any() & (write.addr == ours.addr)
+                            word = Value.cast(port.data)
+                            m.d.sync += ours.data.eq(Mux(hit, ~word, word))
+                        else:
+                            m.d.sync += ours.data.eq(port.data)
         return m
