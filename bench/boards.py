@@ -5,10 +5,16 @@ golden model and the float back-propagation reference on this CPU.
 
 For each board: its build's report.json (built with `rfsnn build` unless --build-root already holds
 one), the cycles of one mexican-hat training step (the task's first batch, batch 64, K = 4, central
-differences) on the board's lanes, simulated on Verilator and checked bit-exact against the golden
-model, and from those the training steps/s and samples/s at the post-route Fmax and at the clock the
-board is built for. The CPU columns time 200 steps of `rfsnn train`'s golden and float-bp backends on
-the same task and network as the board's device (bench/step_speed.py's method).
+differences) on the board's lanes, simulated on Verilator, checked bit-exact against the golden model
+and against the cycle model (sim/cycles.py), and from those the training steps/s and samples/s at the
+post-route Fmax and at the clock the board is built for. "Runs with the link" is how `rfsnn train`
+drives a board whose training set is on the device: runs of --run-steps TRAIN_STEPS steps, each a step's
+batch draw and its TRAIN_STEP (the cycle model's train_steps_cycles), plus each run's request and reply
+on the wire at the board's baud rate (their bytes counted on the golden backend's link, the same frames
+a board gets; stop-and-wait, no host latency). Boards without a set stream each batch: that column is
+then "-". The CPU columns time 200 steps of `rfsnn train`'s golden and float-bp backends on the same
+task and network as the board's device (bench/step_speed.py's method); "x golden" is the runs' rate
+over the golden model's.
 """
 from __future__ import annotations
 
@@ -41,7 +47,16 @@ def board_report(name: str, root: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def run_step_cycles(report: dict) -> int:
+    """Clocks of one step of a TRAIN_STEPS run on the board's device (its batch draw and TRAIN_STEP)."""
+    from rfsnn.sim.cycles import train_steps_cycles
+
+    cfg, _, x, _, sp, _ = task_step(TASK, device=report["config"])
+    return train_steps_cycles(cfg, report["neuron_lanes"], report["sample_lanes"], len(x), sp, 1)
+
+
 def step_cycles(cfg_dict: dict, N: int, S: int) -> int:
+    from rfsnn.sim.cycles import train_step_cycles
     from rfsnn.sim.learner_sim import compare_with_golden, simulate_runs
 
     cfg, params, x, t, sp, _ = task_step(TASK, device=cfg_dict)
@@ -50,7 +65,32 @@ def step_cycles(cfg_dict: dict, N: int, S: int) -> int:
     cmp = compare_with_golden(cfg, params, x, t, [sp], {**run, "info": res["info"]}, N, S)
     if not cmp.ok:
         raise SystemExit(f"lanes {N}x{S}: the RTL step is not bit-exact: {cmp}")
-    return run["steps"][0]["cycles"]
+    measured, model = run["steps"][0]["cycles"], train_step_cycles(cfg, N, S, len(x), sp)
+    if measured != model:
+        raise SystemExit(f"lanes {N}x{S}: the step took {measured} cycles, the cycle model says {model}")
+    return measured
+
+
+def run_link_bytes(cfg_dict: dict, run_steps: int) -> int:
+    """Bytes both ways on the link for one TRAIN_STEPS run of `run_steps` steps of the task's training, as
+    `rfsnn train` sends it (counted on the golden backend, whose link carries the same frames)."""
+    from link import CountingSerial
+
+    from rfsnn.host.train import Run, lr_at, settings_for
+    from rfsnn.sim.contract.config import DeviceConfig
+
+    s = settings_for(TASK, backend="golden")
+    s.use_device(DeviceConfig.from_dict(cfg_dict))
+    run = Run(s)
+    backend = run.backend
+    backend.attach(run.scaler.inputs(run.data.x_train), run.scaler.targets(run.data.u_train))
+    if not backend.resident:
+        return 0
+    line = CountingSerial(backend.device.t)
+    backend.device.t = line
+    lr = s.base_lr()
+    backend.train(0, run_steps, lambda i: lr_at(s, lr, i))
+    return line.sent + line.received
 
 
 def main(argv=None) -> int:
@@ -58,6 +98,7 @@ def main(argv=None) -> int:
     p.add_argument("--boards", nargs="+", default=list(TARGETS), choices=list(TARGETS))
     p.add_argument("--build-root", default="build/boards")
     p.add_argument("--cpu-steps", type=int, default=200)
+    p.add_argument("--run-steps", type=int, default=256, help="steps per TRAIN_STEPS run (rfsnn train's runs)")
     p.add_argument("--out", help="also write the table (markdown) here")
     a = p.parse_args(argv)
     root = Path(a.build_root)
@@ -77,9 +118,16 @@ def main(argv=None) -> int:
         if key[0] not in cpu:
             print(f"{name}: timing the CPU backends on its network ...", file=sys.stderr, flush=True)
             cpu[key[0]] = {b: 1e3 / time_backend(TASK, b, a.cpu_steps, r["config"]) for b in ("golden", "float-bp")}
+            cpu[key[0]]["link bytes"] = run_link_bytes(r["config"], a.run_steps)
         use = resource_use(r)
         batch = 64
         fmax, clock = r["fmax_mhz"], r["clock_mhz"]
+        runs = "- | - |"
+        link_bytes = cpu[key[0]]["link bytes"]
+        if ok and cyc and link_bytes:
+            run_s = a.run_steps * run_step_cycles(r) / (clock * 1e6) + link_bytes * 10 / r["baud"]
+            rate = a.run_steps / run_s
+            runs = f"{rate:,.0f} | {rate / cpu[key[0]]['golden']:.1f} |"
         rows.append(
             f"| {name} | {r['device']} | {','.join(map(str, r['config']['layers']))}, T={r['config']['t_steps']}, "
             f"{r['neuron_lanes']}x{r['sample_lanes']} | {use['logic']} | {use['flip-flops']} | {use['block RAM']} | "
@@ -87,11 +135,12 @@ def main(argv=None) -> int:
             f"{fmax if fmax else '-'} | {clock:g} | {'yes' if ok else 'no: ' + ('does not fit' if not r['fits'] else 'misses timing')} | "
             + (f"{cyc:,} | {fmax * 1e6 / cyc:,.0f} | {batch * fmax * 1e6 / cyc:,.0f} | {clock * 1e6 / cyc:,.0f} |"
                if ok and cyc else "- | - | - | - |")
-            + f" {cpu[key[0]]['golden']:,.0f} | {cpu[key[0]]['float-bp']:,.0f} |")
+            + f" {runs} {cpu[key[0]]['golden']:,.0f} | {cpu[key[0]]['float-bp']:,.0f} |")
     head = ("| board | FPGA | device, lanes | LUT4 (ECP5) / logic cells (iCE40) | flip-flops | block RAM | "
             "multipliers / DSP | Fmax MHz | clock MHz | fits and meets timing | cycles / step | steps/s at Fmax | "
-            "samples/s at Fmax | steps/s at the clock | golden steps/s (CPU) | float-bp steps/s (CPU) |\n"
-            + "|---" * 16 + "|")
+            "samples/s at Fmax | steps/s at the clock | steps/s at the clock, runs with the link | x golden | "
+            "golden steps/s (CPU) | float-bp steps/s (CPU) |\n"
+            + "|---" * 18 + "|")
     table = "\n".join([head] + rows)
     print(table)
     if a.out:
