@@ -47,16 +47,10 @@ def board_report(name: str, root: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def run_step_cycles(report: dict) -> int:
-    """Clocks of one step of a TRAIN_STEPS run on the board's device (its batch draw and TRAIN_STEP)."""
-    from rfsnn.sim.cycles import train_steps_cycles
-
-    cfg, _, x, _, sp, _ = task_step(TASK, device=report["config"])
-    return train_steps_cycles(cfg, report["neuron_lanes"], report["sample_lanes"], len(x), sp, 1)
-
-
-def step_cycles(cfg_dict: dict, N: int, S: int) -> int:
-    from rfsnn.sim.cycles import train_step_cycles
+def step_cycles(cfg_dict: dict, N: int, S: int) -> tuple[int, int]:
+    """Clocks of the step (measured, and equal to the cycle model's) and of one step of a TRAIN_STEPS run
+    (its batch draw and that TRAIN_STEP, from the model)."""
+    from rfsnn.sim.cycles import train_step_cycles, train_steps_cycles
     from rfsnn.sim.learner_sim import compare_with_golden, simulate_runs
 
     cfg, params, x, t, sp, _ = task_step(TASK, device=cfg_dict)
@@ -68,7 +62,7 @@ def step_cycles(cfg_dict: dict, N: int, S: int) -> int:
     measured, model = run["steps"][0]["cycles"], train_step_cycles(cfg, N, S, len(x), sp)
     if measured != model:
         raise SystemExit(f"lanes {N}x{S}: the step took {measured} cycles, the cycle model says {model}")
-    return measured
+    return measured, train_steps_cycles(cfg, N, S, len(x), sp, 1)
 
 
 def run_link_bytes(cfg_dict: dict, run_steps: int) -> int:
@@ -104,7 +98,7 @@ def main(argv=None) -> int:
     root = Path(a.build_root)
     t0 = time.time()
     cpu: dict[str, dict] = {}  # per device configuration
-    cycles: dict[tuple, int] = {}
+    cycles: dict[tuple, tuple[int, int]] = {}  # (a step's cycles, a TRAIN_STEPS step's)
     rows = []
     for name in a.boards:
         r = board_report(name, root)
@@ -114,7 +108,7 @@ def main(argv=None) -> int:
             print(f"{name}: simulating one step on lanes {r['neuron_lanes']}x{r['sample_lanes']} ...", file=sys.stderr,
                   flush=True)
             cycles[key] = step_cycles(r["config"], r["neuron_lanes"], r["sample_lanes"])
-        cyc = cycles.get(key)
+        cyc, run_cyc = cycles.get(key, (None, None))
         if key[0] not in cpu:
             print(f"{name}: timing the CPU backends on its network ...", file=sys.stderr, flush=True)
             cpu[key[0]] = {b: 1e3 / time_backend(TASK, b, a.cpu_steps, r["config"]) for b in ("golden", "float-bp")}
@@ -125,7 +119,7 @@ def main(argv=None) -> int:
         runs = "- | - |"
         link_bytes = cpu[key[0]]["link bytes"]
         if ok and cyc and link_bytes:
-            run_s = a.run_steps * run_step_cycles(r) / (clock * 1e6) + link_bytes * 10 / r["baud"]
+            run_s = a.run_steps * run_cyc / (clock * 1e6) + link_bytes * 10 / r["baud"]
             rate = a.run_steps / run_s
             runs = f"{rate:,.0f} | {rate / cpu[key[0]]['golden']:.1f} |"
         rows.append(

@@ -136,7 +136,8 @@ class Memories(wiring.Component):
     simulation and on the iCE40.
 
     `collisions`: what a block RAM's read of a word in the clock that word is written returns (the
-    transparent RAMs excepted, which return the new word). The learner never uses such a read, so:
+    transparent RAMs excepted, which return the new word). The learner uses such a read only where the
+    map marks the RAM read_old (those keep the old word), so for the others:
     "undefined" (a build: yosys is told `no_rw_check` and builds no bypass; the iCE40's block RAMs would
     otherwise need a register copy of each write port and a multiplexer per read bit, ~400 logic cells
     of the UP5K's 5,280), "poisoned" (simulation: the word comes back inverted, so that a test that
@@ -154,10 +155,12 @@ class Memories(wiring.Component):
         collisions = self.collisions or ("poisoned" if platform is None else "undefined")
         for name, ram in self.map.rams.items():
             lut = ram.distributed and distributed
+            # a block RAM port with Amaranth's contract on collisions (the new word, or the old one)
+            kept = ram.transparent or ram.read_old or collisions == "old"
             # Block RAM even when small: yosys would build the small ones from flip-flops and read
             # multiplexers, which cost the iCE40 hundreds of logic cells; block RAMs are to spare.
             attrs = {"ram_style": "distributed" if lut else "block"}
-            if collisions == "undefined" and not (ram.transparent or ram.read_old or lut):
+            if collisions == "undefined" and not (kept or lut):
                 attrs["no_rw_check"] = 1
             m.submodules[name] = mem = Memory(shape=ram.shape, depth=ram.depth, init=[], attrs=attrs)
             write = mem.write_port(granularity=1 if ram.lane_enables else None)
@@ -171,7 +174,7 @@ class Memories(wiring.Component):
                     with m.If(ours.en):
                         m.d.sync += addr.eq(ours.addr)
                     m.d.comb += [port.addr.eq(addr), ours.data.eq(port.data)]
-                elif ram.transparent or ram.read_old or collisions == "old":
+                elif kept:
                     port = mem.read_port(transparent_for=(write,) if ram.transparent else ())
                     wiring.connect(m, wiring.flipped(ours), port)
                 else:
