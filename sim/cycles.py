@@ -55,7 +55,7 @@ def forward_pass_cycles(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int,
     """One pass over the batch, group by group of S samples: LOAD (S clocks, or 1 when the lanes hold the
     batch's only group already), IN (C1 (n0 + 1)), the drain into the readout, per output chunk OUT
     (n1 + 1) and its drain, per output LOSS (ceil(S / R)) and, in INFER, STORE (S), then GROUP_END;
-    PASS_END once."""
+    (LOSS_DRAIN with S > 1 and) PASS_END once."""
     _one_hidden_layer(cfg)
     N, S = neuron_lanes, sample_lanes
     n0, n1, nL = cfg.layers
@@ -66,7 +66,8 @@ def forward_pass_cycles(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int,
         outputs = min(N, nL - c * N)
         readout += (n1 + 1) + OUT_DRAIN + outputs * (math.ceil(S / loss_lanes(S)) + (S if store_outputs else 0))
     per_group = load + math.ceil(n1 / N) * (n0 + 1) + IN_TO_READOUT + readout + 1
-    return groups * per_group + 1
+    # LOSS_DRAIN: the loss registers its differences when it selects among sample lanes
+    return groups * per_group + 1 + (1 if S > 1 else 0)
 
 
 def infer_cycles(cfg: DeviceConfig, neuron_lanes: int, sample_lanes: int, batch: int, loaded: bool = False) -> int:

@@ -6,8 +6,9 @@ from rfsnn.rtl.learner.loss import LossAccumulator
 from rfsnn.sim.contract.config import DeviceConfig
 
 
+@pytest.mark.parametrize("registered", [False, True])
 @pytest.mark.parametrize("loss_bits,lanes", [(48, 1), (36, 1), (48, 8), (36, 3)])
-def test_running_loss_equals_saturated_sum(loss_bits, lanes, simulate):
+def test_running_loss_equals_saturated_sum(loss_bits, lanes, registered, simulate):
     cfg = DeviceConfig(loss_bits=loss_bits)
     rng = np.random.default_rng(loss_bits + lanes)
     lo, hi = cfg.y_range
@@ -17,14 +18,15 @@ def test_running_loss_equals_saturated_sum(loss_bits, lanes, simulate):
     y[::7], t[::7] = hi, lo  # the largest error there is
     valid = rng.random((n, lanes)) < 0.8
     expect = np.minimum(np.cumsum(np.where(valid, (y - t) ** 2, 0).sum(axis=1)), cfg.loss_max)
-    dut = LossAccumulator(cfg, lanes)
-    got = []
+    dut = LossAccumulator(cfg, lanes, registered_errors=registered)
+    latency = 3 if registered else 2  # clocks from a pair to its square in the loss
+    got, busy = [], []
 
     async def bench(ctx):
         ctx.set(dut.clear, 1)
         await ctx.tick()
         ctx.set(dut.clear, 0)
-        for k in range(n + 2):  # a clock's pairs are in the loss two clocks later
+        for k in range(n + latency):
             if k < n:
                 ctx.set(dut.valid, int(sum(int(v) << r for r, v in enumerate(valid[k]))))
                 for r in range(lanes):
@@ -33,8 +35,9 @@ def test_running_loss_equals_saturated_sum(loss_bits, lanes, simulate):
             else:
                 ctx.set(dut.valid, 0)
             await ctx.tick()
-            if k >= 1:
+            if k >= latency - 1:
                 got.append(ctx.get(dut.loss))
+            busy.append(ctx.get(dut.busy))
         ctx.set(dut.clear, 1)
         await ctx.tick()
         got.append(ctx.get(dut.loss))
@@ -42,5 +45,8 @@ def test_running_loss_equals_saturated_sum(loss_bits, lanes, simulate):
     simulate(dut, bench)
     assert np.array_equal(np.array(got[:n], dtype=object), expect.astype(object))
     assert got[-1] == 0
+    # busy while a valid pair has not reached the loss: after the tick of clock k, pairs k - latency + 2 .. k
+    in_flight = [valid[max(0, k - latency + 2):k + 1].any() for k in range(n + latency)]
+    assert busy == in_flight
     if loss_bits == 36:
         assert expect[-1] == cfg.loss_max  # saturation reached and held

@@ -136,11 +136,14 @@ class _Pass:
         self.signed_sigma = Signal(signed(cfg.w_bits))
         self.executing = Signal.like(self.issued)
         self.w_pert = Signal(data.ArrayLayout(signed(cfg.w_bits), N))
-        # the count word, a multiplier operand, read with the weights (fetched in E1, in E2 as w_pert)
+        # the count word, read with the weights (fetched in E1, in E2 as count_word: the LIF's count)
         self.count_fetched = Signal(data.ArrayLayout(unsigned(cfg.t_shift + 1), P))
         self.count_word = Signal.like(self.count_fetched)
-        # the datapath's results
+        # each lane's multiplier operand, its input x or spike count, selected in E1 and registered with
+        # w_pert, so that E2's multiply starts from registers and not from a select over the lanes' words
         cbits = cfg.t_shift + 1
+        self.operand = [Signal(signed(max(cfg.x_bits, cbits + 1)), name=f"operand{p}") for p in range(P)]
+        # the datapath's results
         acc_bits = 1 + max(cfg.x_bits + cfg.w_bits + math.ceil(math.log2(widths[0] + 1)),
                            cfg.w_bits + cbits + 1 + math.ceil(math.log2(widths[-2] + 1)),
                            cfg.w_bits + 1 + math.ceil(math.log2(max(widths[1:-1]) + 1)))
@@ -157,6 +160,9 @@ class ForwardEngine(wiring.Component):
         # (y - target)^2 of R samples per clock, one squarer (a DSP) per 8 sample lanes: LOSS takes
         # min(S, 8) clocks per output, a small part of a group's, without the DSPs small boards lack
         self.loss_lanes = max(1, sample_lanes // 8)
+        # With more than one sample lane LOSS selects each clock's pairs among the lanes' registers; the
+        # loss then registers their differences before the squares (LOSS_DRAIN: a clock more per pass)
+        self.loss_registers_errors = sample_lanes > 1
         self.chunks = [math.ceil(o / neuron_lanes) for o, _ in cfg.layer_shapes]  # of weight layer l's outputs
         # One neuron lane: the factors come from the pass buffer (memories.py), read with the weight; more
         # lanes need N a-values per word, which the registers give.
@@ -185,7 +191,7 @@ class ForwardEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.pert = pert = PerturbedRead(self.cfg, self.N)
-        m.submodules.loss = lossacc = LossAccumulator(self.cfg, self.loss_lanes)
+        m.submodules.loss = lossacc = LossAccumulator(self.cfg, self.loss_lanes, self.loss_registers_errors)
         p = _Pass(self.cfg, self.N, self.S, self.chunks)
         lane_valid = [p.g_base + s < self.batch for s in range(self.S)]  # samples of the batch
         self._late = {}
@@ -279,9 +285,11 @@ class ForwardEngine(wiring.Component):
         for lane in range(self.P):
             s, n = divmod(lane, N)
             acc = p.acc[lane]
-            count = Array([p.count_word[s * N + k] for k in range(N)])[op.lane]  # last-hidden op.col, sample s
-            x = Array([p.xs[s][j] for j in range(cfg.layers[0])])[op.col]  # input col of sample s
-            prod = w_pert[n] * Mux(op.out, Cat(count, C(0, 1)).as_signed(), x)
+            e1 = p.fetched  # the operand for E2, from E1's item
+            count = Array([p.count_fetched[s * N + k] for k in range(N)])[e1.lane]  # last-hidden e1.col, sample s
+            x = Array([p.xs[s][j] for j in range(cfg.layers[0])])[e1.col]  # input col of sample s
+            m.d.sync += p.operand[lane].eq(Mux(e1.out, Cat(count, C(0, 1)).as_signed(), x))
+            prod = w_pert[n] * p.operand[lane]
             m.d.comb += [p.cur_word[lane].eq(saturate(rshift_round(acc, cfg.x_frac) + w_pert[n], cfg.u_bits)),
                          p.ev_cur[lane].eq(saturate(acc + w_pert[n], cfg.u_bits))]
             with m.If(op.mac):
@@ -535,7 +543,9 @@ class ForwardEngine(wiring.Component):
             with m.If(p.g_base + self.S < self.batch):
                 m.next = "LOAD"
             with m.Else():
-                m.next = "PASS_END"
+                m.next = "LOSS_DRAIN" if self.loss_registers_errors else "PASS_END"
+        with m.State("LOSS_DRAIN"):  # the last pair's square reaches the loss (a clock whatever its lane)
+            m.next = "PASS_END"
         with m.State("PASS_END"):  # run.loss is the pass's; the sequencer may start the next pass now
             m.d.comb += self.run.done.eq(1)
             with m.If(self.run.start):
