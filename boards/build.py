@@ -44,6 +44,13 @@ RESOURCES = {
 # synth_ice40 maps multiplies to LUTs unless told to use the UP5K's MAC16 DSPs (synth_ecp5 uses its
 # multipliers by default); on the iCEBreaker's default device that is about 2,500 LUT4s.
 SYNTH_OVERRIDES = {"ice40": {"synth_opts": "-dsp"}, "ecp5": {}}
+# yosys 0.69 and 0.70's abc9 fail an internal check on some of the learner's ECP5 netlists (the ULX3S-25F's
+# at 1x16 lanes; docs/boards.md). A build that fails it is synthesized again with the LUT mapping
+# synth_ecp5 used before abc9 (abc -lut 4:7) in abc9's place, and its report says so.
+ABC9_FAILURE = "GetSize(conn.first) == GetSize(conn.second)"
+ABC_LUT_MAPPING = {"synth_opts": "-run begin:map_luts",
+                   "script_after_synth": "techmap -map +/lattice/latches_map.v\nabc -dress -lut 4:7\nclean\n"
+                                         f"synth_ecp5 -top {NAME} -run map_cells:"}
 
 
 # The same kinds of resource under each family's names, for tables across boards.
@@ -187,8 +194,18 @@ def build(target: BoardTarget, out: Path, cfg: DeviceConfig | None = None, freq_
     error = None
     stop = threading.Event()
     threading.Thread(target=_heartbeat, args=(out, log, stop), daemon=True).start()
+    lut_mapping = "abc9"
     try:
-        platform.build(top, name=NAME, build_dir=str(out), do_program=False, **SYNTH_OVERRIDES[target.family])
+        try:
+            platform.build(top, name=NAME, build_dir=str(out), do_program=False, **SYNTH_OVERRIDES[target.family])
+        except Exception:
+            synth_log = out / f"{NAME}.rpt"
+            if target.family != "ecp5" or ABC9_FAILURE not in (synth_log.read_text(errors="replace")
+                                                                 if synth_log.exists() else ""):
+                raise
+            log(f"yosys's abc9 failed its internal check ({ABC9_FAILURE}); synthesizing again with abc -lut 4:7")
+            lut_mapping = "abc (abc9 failed)"
+            platform.build(top, name=NAME, build_dir=str(out), do_program=False, **ABC_LUT_MAPPING)
     except Exception as e:  # the tools' own messages are in the log files; the report says what failed
         error = _describe_failure(e)
     finally:
@@ -219,7 +236,7 @@ def build(target: BoardTarget, out: Path, cfg: DeviceConfig | None = None, freq_
         "clock_mhz": freq_mhz, "fmax_mhz": clock and clock["fmax_mhz"], "fits": fits, "meets_timing": meets,
         "clocks": clocks, "link": target.link, "stage": stage,
         "utilisation": parsed["utilisation"], "bitstream": str(bitstream) if bitstream.exists() and meets else None,
-        "build_seconds": round(seconds, 1), "nextpnr_log": str(tim), "error": error,
+        "build_seconds": round(seconds, 1), "nextpnr_log": str(tim), "error": error, "lut_mapping": lut_mapping,
     }
     tmp = out / ".report.json.tmp"  # renamed into place: a report is whole or absent, never half-written
     tmp.write_text(json.dumps(report, indent=2))

@@ -48,13 +48,13 @@ TARGETS = {t.name: t for t in [
     BoardTarget("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", 12.0, _SMALL, 1, 1,
                 programmer=("iceprog", "openFPGALoader"), serial_crc=True,
                 note="iCE40UP5K; UART on the FT2232H's second port (interface B) at 3 Mbaud"),
-    # The clock needs a 3 Mbaud divisor (a multiple of 3 MHz within 2%) the PLL reaches from 25 MHz. The
-    # ULX3S-12F builds at 54.17 MHz (325/6, divisor 18, 0.3% fast): post-route Fmax 60.8 MHz of the learner
-    # with its fetch stage (forward engine in three stages after issue), 12% margin. The larger ECP5 boards
-    # keep 15 MHz at 1x8 until their builds at more lanes are measured (docs/boards.md: yosys 0.70 fails an
-    # internal check on the 25F's 1x16 build).
-    *[BoardTarget(f"ulx3s-{size}f", f"ulx3s:ULX3S_{size.upper()}F_Platform", "ecp5", 325 / 6 if size == "12" else 15.0,
-                  sample_lanes=2 if size == "12" else 8,
+    # The clock needs a 3 Mbaud divisor (a multiple of 3 MHz within 2%) the PLL reaches from 25 MHz:
+    # 54.17 MHz (325/6, divisor 18, 0.3% fast). Measured post-route (docs/boards.md): the ULX3S-12F at 1x2
+    # 61.3 MHz (13% margin), the 25F at 1x16 62.0 MHz (14%; 50 of its 56 block RAMs). The 45F and 85F keep
+    # 15 MHz at 1x8 until their builds at more lanes are measured.
+    *[BoardTarget(f"ulx3s-{size}f", f"ulx3s:ULX3S_{size.upper()}F_Platform", "ecp5",
+                  325 / 6 if size in ("12", "25") else 15.0,
+                  sample_lanes={"12": 2, "25": 16}.get(size, 8),
                   note=f"ECP5 LFE5U-{size.upper()}F; UART on the FT231X at 3 Mbaud; 25 MHz oscillator, PLL")
       for size in ("12", "25", "45", "85")],
     BoardTarget("orangecrab-25f", "orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "ecp5", 15.0,

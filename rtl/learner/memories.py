@@ -142,7 +142,10 @@ class Memories(wiring.Component):
     otherwise need a register copy of each write port and a multiplexer per read bit, ~400 logic cells
     of the UP5K's 5,280), "poisoned" (simulation: the word comes back inverted, so that a test that
     used one would fail, bit-exact against the golden model) or "old" (the old word). None (the
-    default): "undefined" on a platform, "poisoned" in simulation."""
+    default): "undefined" on the iCE40, "old" on the ECP5 and "poisoned" in simulation. The ECP5 keeps
+    the old word because yosys 0.69 and 0.70 (abc9) fail an internal check on some of its netlists with
+    no_rw_check RAMs (`rfsnn build --board ulx3s-25f --sample-lanes 16`; docs/boards.md), and its LUTs
+    have room for the bypass."""
 
     def __init__(self, memory_map: MemoryMap, distributed: bool | None = None, collisions: str | None = None):
         assert collisions in (None, "undefined", "poisoned", "old")
@@ -151,8 +154,9 @@ class Memories(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        distributed = self.distributed if self.distributed is not None else getattr(platform, "family", None) == "ecp5"
-        collisions = self.collisions or ("poisoned" if platform is None else "undefined")
+        family = getattr(platform, "family", None)
+        distributed = self.distributed if self.distributed is not None else family == "ecp5"
+        collisions = self.collisions or ("poisoned" if platform is None else "undefined" if family == "ice40" else "old")
         for name, ram in self.map.rams.items():
             lut = ram.distributed and distributed
             # a block RAM port with Amaranth's contract on collisions (the new word, or the old one)
