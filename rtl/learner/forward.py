@@ -139,9 +139,12 @@ class _Pass:
         # the count word, read with the weights (fetched in E1, in E2 as count_word: the LIF's count)
         self.count_fetched = Signal(data.ArrayLayout(unsigned(cfg.t_shift + 1), P))
         self.count_word = Signal.like(self.count_fetched)
-        # each lane's multiplier operand, its input x or spike count, selected in E1 and registered with
-        # w_pert, so that E2's multiply starts from registers and not from a select over the lanes' words
+        # each lane's multiplier operand, its input x or spike count. With more than one sample lane it is
+        # selected in E1 and registered with w_pert, so that E2's multiply starts from registers (the
+        # lanes spread over the die, and the select, the multiplier and the accumulator did not fit one
+        # clock of the ECP5's 54 MHz); with one (the iCEBreaker, 73% over its 12 MHz) it is selected in E2
         cbits = cfg.t_shift + 1
+        self.registered_operand = S > 1
         self.operand = [Signal(signed(max(cfg.x_bits, cbits + 1)), name=f"operand{p}") for p in range(P)]
         # the datapath's results
         acc_bits = 1 + max(cfg.x_bits + cfg.w_bits + math.ceil(math.log2(widths[0] + 1)),
@@ -285,10 +288,11 @@ class ForwardEngine(wiring.Component):
         for lane in range(self.P):
             s, n = divmod(lane, N)
             acc = p.acc[lane]
-            e1 = p.fetched  # the operand for E2, from E1's item
-            count = Array([p.count_fetched[s * N + k] for k in range(N)])[e1.lane]  # last-hidden e1.col, sample s
-            x = Array([p.xs[s][j] for j in range(cfg.layers[0])])[e1.col]  # input col of sample s
-            m.d.sync += p.operand[lane].eq(Mux(e1.out, Cat(count, C(0, 1)).as_signed(), x))
+            # E2's operand, from E1's item and registered, or from E2's own
+            at, counts, domain = (p.fetched, p.count_fetched, "sync") if p.registered_operand else (op, p.count_word, "comb")
+            count = Array([counts[s * N + k] for k in range(N)])[at.lane]  # last-hidden at.col, sample s
+            x = Array([p.xs[s][j] for j in range(cfg.layers[0])])[at.col]  # input col of sample s
+            m.d[domain] += p.operand[lane].eq(Mux(at.out, Cat(count, C(0, 1)).as_signed(), x))
             prod = w_pert[n] * p.operand[lane]
             m.d.comb += [p.cur_word[lane].eq(saturate(rshift_round(acc, cfg.x_frac) + w_pert[n], cfg.u_bits)),
                          p.ev_cur[lane].eq(saturate(acc + w_pert[n], cfg.u_bits))]

@@ -156,7 +156,7 @@ class Memories(wiring.Component):
         m = Module()
         family = getattr(platform, "family", None)
         distributed = self.distributed if self.distributed is not None else family == "ecp5"
-        collisions = self.collisions or ("poisoned" if platform is None else "undefined" if family == "ice40" else "old")
+        collisions = self.collisions or ("poisoned" if platform is None else "old" if family == "ecp5" else "undefined")
         for name, ram in self.map.rams.items():
             lut = ram.distributed and distributed
             # a block RAM port with Amaranth's contract on collisions (the new word, or the old one)
