@@ -136,7 +136,8 @@ class _Pass:
         self.signed_sigma = Signal(signed(cfg.w_bits))
         self.executing = Signal.like(self.issued)
         self.w_pert = Signal(data.ArrayLayout(signed(cfg.w_bits), N))
-        # the count word, read with the weights (fetched in E1, in E2 as count_word: the LIF's count)
+        # the count word, read with the weights (fetched in E1, in E2 as count_word: the LIF's count, and
+        # with one sample lane the multiplier's operand)
         self.count_fetched = Signal(data.ArrayLayout(unsigned(cfg.t_shift + 1), P))
         self.count_word = Signal.like(self.count_fetched)
         # each lane's multiplier operand, its input x or spike count. With more than one sample lane it is
